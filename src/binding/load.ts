@@ -20,7 +20,9 @@ export function loadAddon(): NativeAddon {
   if (cached) return cached;
   const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
   try {
-    cached = nodeGypBuild(packageRoot) as NativeAddon;
+    // ALIGNVAR_ADDON names a specific .node file (developers' side-by-side builds).
+    const explicit = process.env.ALIGNVAR_ADDON;
+    cached = (explicit ? require(resolve(explicit)) : nodeGypBuild(packageRoot)) as NativeAddon;
   } catch (err) {
     const cause = err instanceof Error ? err.message : String(err);
     throw new Error(
