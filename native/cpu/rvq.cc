@@ -1,0 +1,145 @@
+// Codebook gather (VQ lookup) and nearest-code search (spec 5.1, 7.3).
+//
+// vq_lookup: idx [B, T] -> rows of codebook [V, Cv], written channel-major [B, Cv, T] (a code
+// map ready for bicubic_up) or token-major [B, T, Cv]. All indices are checked before anything
+// is written; the first one outside [0, V) is named in the error. One task per token.
+//
+// vq_nearest: argmin_v ||z - E_v||^2, ties to the lowest index. The reference evaluates
+// ||z||^2 + ||E_v||^2 - 2 z.E_v in fp32, whose cancellation turns exact ties (duplicate codes,
+// a z equidistant from two codes) into rounding noise. Here the distance is summed directly,
+// sum_c (z_c - E_vc)^2, in double, channels in order: the difference of two floats of
+// similar magnitude is exact in double, so duplicate codes and mirror-image ties (z halfway
+// between two codes) give bit-equal distances and the strict < keeps the lowest index. Where
+// the reference's fp32 rounding decides a near-tie the two may differ; that is intended.
+// Inputs are widened to double once (codebook [V, Cv], z token-major [B*T, Cv]); one task
+// per token.
+#include <new>
+#include <string>
+#include <vector>
+
+#include "backend-cpu.h"
+
+namespace {
+
+bool is_weight_dtype(av_dtype t) { return t == AV_F32 || t == AV_F16 || t == AV_BF16; }
+
+std::string shape_str(const av_tensor& t) {
+    return "[" + std::to_string(t.ne[3]) + ", " + std::to_string(t.ne[2]) + ", " + std::to_string(t.ne[1]) + ", " +
+           std::to_string(t.ne[0]) + "]";
+}
+
+av_status check_idx_codebook(const char* op, const av_tensor& idx, const av_tensor& codebook) {
+    AV_CHECK(av_tensor_present(idx) && av_tensor_present(codebook),
+             std::string(op) + ": idx and codebook are required");
+    AV_CHECK(idx.dtype == AV_I32 && av_tensor_is_contiguous(idx), std::string(op) + ": idx must be contiguous i32");
+    AV_CHECK(idx.ne[2] == 1 && idx.ne[3] == 1, std::string(op) + ": idx " + shape_str(idx) + " must be [B, T]");
+    AV_CHECK(is_weight_dtype(codebook.dtype) && av_tensor_is_contiguous(codebook),
+             std::string(op) + ": codebook must be contiguous f32, f16 or bf16");
+    AV_CHECK(codebook.ne[2] == 1 && codebook.ne[3] == 1,
+             std::string(op) + ": codebook " + shape_str(codebook) + " must be [V, Cv]");
+    return av_status::success();
+}
+
+av_status vq_lookup_impl(const av_vq_lookup_params& p) {
+    AV_TRY(check_idx_codebook("vq_lookup", p.idx, p.codebook));
+    const int64_t T = p.idx.ne[0], B = p.idx.ne[1];
+    const int64_t Cv = p.codebook.ne[0], V = p.codebook.ne[1];
+    AV_CHECK(av_tensor_present(p.y) && p.y.dtype == AV_F32 && av_tensor_is_contiguous(p.y),
+             "vq_lookup: y must be contiguous f32");
+    const bool cm = p.channel_major != 0;
+    const bool y_ok = cm ? (p.y.ne[0] == T && p.y.ne[1] == Cv && p.y.ne[2] == B && p.y.ne[3] == 1)
+                         : (p.y.ne[0] == Cv && p.y.ne[1] == T && p.y.ne[2] == B && p.y.ne[3] == 1);
+    AV_CHECK(y_ok,
+             "vq_lookup: y " + shape_str(p.y) + " must be " +
+                 (cm ? "[B, Cv, T] = [" + std::to_string(B) + ", " + std::to_string(Cv) + ", " + std::to_string(T)
+                     : "[B, T, Cv] = [" + std::to_string(B) + ", " + std::to_string(T) + ", " + std::to_string(Cv)) +
+                 "]");
+    const int32_t* idx = static_cast<const int32_t*>(p.idx.data);
+    for (int64_t i = 0; i < B * T; ++i) {
+        AV_CHECK(idx[i] >= 0 && idx[i] < V, "vq_lookup: idx[" + std::to_string(i / T) + ", " + std::to_string(i % T) +
+                                                "] = " + std::to_string(idx[i]) + " is outside the codebook [0, " +
+                                                std::to_string(V) + ")");
+    }
+    float* y = static_cast<float*>(p.y.data);
+    av_cpu_parallel_for(B * T, 64, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+            const int64_t b = i / T, t = i % T;
+            const int64_t row = static_cast<int64_t>(idx[i]) * Cv;
+            for (int64_t c = 0; c < Cv; ++c) {
+                const float v = av_cpu_load(p.codebook.data, p.codebook.dtype, row + c);
+                if (cm)
+                    y[(b * Cv + c) * T + t] = v;  // [B, Cv, T]
+                else
+                    y[i * Cv + c] = v;  // [B, T, Cv]
+            }
+        }
+    });
+    return av_status::success();
+}
+
+av_status vq_nearest_impl(const av_vq_nearest_params& p) {
+    AV_TRY(check_idx_codebook("vq_nearest", p.idx, p.codebook));
+    const int64_t T = p.idx.ne[0], B = p.idx.ne[1];
+    const int64_t Cv = p.codebook.ne[0], V = p.codebook.ne[1];
+    AV_CHECK(av_tensor_present(p.z) && p.z.dtype == AV_F32 && av_tensor_is_contiguous(p.z),
+             "vq_nearest: z must be contiguous f32");
+    const bool cm = p.channel_major != 0;
+    const bool z_ok = cm ? (p.z.ne[0] == T && p.z.ne[1] == Cv && p.z.ne[2] == B && p.z.ne[3] == 1)
+                         : (p.z.ne[0] == Cv && p.z.ne[1] == T && p.z.ne[2] == B && p.z.ne[3] == 1);
+    AV_CHECK(z_ok, "vq_nearest: z " + shape_str(p.z) + " does not match idx [B, T] = [" + std::to_string(B) + ", " +
+                       std::to_string(T) + "] and codebook Cv = " + std::to_string(Cv) +
+                       (cm ? " as [B, Cv, T]" : " as [B, T, Cv]"));
+    AV_CHECK(V <= INT32_MAX, "vq_nearest: codebook too large for i32 indices");
+
+    std::vector<double> E(static_cast<size_t>(V * Cv));
+    for (int64_t i = 0; i < V * Cv; ++i) E[i] = av_cpu_load(p.codebook.data, p.codebook.dtype, i);
+    // z gathered token-major: zt[b*T + t][c]
+    const float* z = static_cast<const float*>(p.z.data);
+    std::vector<double> zt(static_cast<size_t>(B * T * Cv));
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t t = 0; t < T; ++t)
+            for (int64_t c = 0; c < Cv; ++c)
+                zt[(b * T + t) * Cv + c] = cm ? z[(b * Cv + c) * T + t] : z[(b * T + t) * Cv + c];
+
+    int32_t* idx = static_cast<int32_t*>(p.idx.data);
+    av_cpu_parallel_for(B * T, 4, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+            const double* zi = &zt[i * Cv];
+            int32_t best = 0;
+            double best_d = 0.0;
+            for (int64_t v = 0; v < V; ++v) {
+                const double* e = &E[v * Cv];
+                double d = 0.0;
+                for (int64_t c = 0; c < Cv; ++c) {
+                    const double diff = zi[c] - e[c];
+                    d += diff * diff;
+                }
+                // Strictly smaller: an equal distance keeps the lower index.
+                if (v == 0 || d < best_d) {
+                    best_d = d;
+                    best = static_cast<int32_t>(v);
+                }
+            }
+            idx[i] = best;
+        }
+    });
+    return av_status::success();
+}
+
+}  // namespace
+
+av_status av_cpu_vq_lookup(const av_vq_lookup_params& p) {
+    try {
+        return vq_lookup_impl(p);
+    } catch (const std::bad_alloc&) {
+        return av_status::error(AV_ERR_OOM, "vq_lookup: out of host memory");
+    }
+}
+
+av_status av_cpu_vq_nearest(const av_vq_nearest_params& p) {
+    try {
+        return vq_nearest_impl(p);
+    } catch (const std::bad_alloc&) {
+        return av_status::error(AV_ERR_OOM, "vq_nearest: out of host memory for scratch buffers");
+    }
+}
