@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm test`: typecheck, vitest (unit, parity, golden) and the Python reference's pytest,
+// `npm test`: typecheck, lint, vitest (unit, parity, golden) and the Python reference's pytest,
 // each run even when an earlier one failed, then one summary line `N passed, N failed`
 // summed from the runners' machine-readable reports (test-results/).
 'use strict';
@@ -22,6 +22,10 @@ const run = (label, cmd, args, opts = {}) => {
 let extraFailed = 0;
 if (!run('typecheck', bin('tsc'), ['-p', 'tsconfig.test.json'])) {
   console.error('typecheck failed');
+  extraFailed += 1;
+}
+if (!run('lint', bin('eslint'), ['.'])) {
+  console.error('lint failed');
   extraFailed += 1;
 }
 const vitestArgs = ['run', '--reporter=default', '--reporter=json', `--outputFile.json=${path.join(results, 'vitest.json')}`];
