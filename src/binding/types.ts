@@ -74,3 +74,96 @@ export interface NativeAddon {
     repeat?: number;
   }): Promise<void>;
 }
+
+/** Model hyper-parameters handed to the native session (keys = av_model_config fields). */
+export interface NativeModelConfig {
+  depth: number;
+  width: number;
+  heads: number;
+  mlp_hidden: number;
+  vocab: number;
+  cvae: number;
+  num_classes: number;
+  patch_nums: number[];
+  cond_ch: number[];
+  vq_ch: number;
+  vq_ch_mult: number[];
+  vq_num_res: number;
+  vq_attn_at_lowest: boolean;
+  n_phi: number;
+  quant_resi: number;
+  rope_base: number;
+  sca: boolean;
+  /** RoPE coordinates [seqLen, 2] from src/model/schedule.ts. */
+  rope: Float32Array;
+  /** Phi conv index per scale (-1 at the last scale). */
+  phi_index: Int32Array;
+}
+
+/** One batch of LR tiles and its sampling settings (keys = av_prepare_args fields). */
+export interface NativePrepareArgs {
+  /** u8 RGB [B, h, w, 3]. */
+  lr: NativeTensor;
+  /** Sampler key per tile [B]. */
+  image_keys: Int32Array;
+  seed: bigint;
+  /** Guidance weight; 0 runs without the negative half. */
+  cfg: number;
+  top_k: number;
+  top_p: number;
+  /** Keep host copies of intermediates for `_debug`. */
+  debug?: boolean;
+}
+
+/** A named engine intermediate (test-only). */
+export interface NativeDebugTensor {
+  data: Float32Array;
+  shape: number[];
+}
+
+/** Sizes reported by `Session.info()`. */
+export interface NativeSessionInfo {
+  disposed: boolean;
+  backend?: string;
+  /** Absent while a call is running. */
+  weight_bytes?: number;
+  state_bytes?: number;
+  hr_size?: number;
+}
+
+/**
+ * The native session (native/binding/session.h): one model on one backend plus the batch
+ * being upscaled. Calls must not overlap; every compute method returns a Promise.
+ */
+export interface NativeSession {
+  /** Uploads one weight; `tensor.data` may be released once the promise settles. */
+  loadTensor(name: string, tensor: NativeTensor): Promise<void>;
+  /** Resolves all weights, checks backend support, precomputes the AdaLN modulation. */
+  finalize(): Promise<void>;
+  /** LR preprocessing, conditioning net, SCA masks and the prefix of a new batch. */
+  prepare(args: NativePrepareArgs): Promise<void>;
+  /** Runs scale `si` (0..K-1 in order); resolves with the sampled tokens [B, pn^2]. */
+  step(si: number): Promise<Int32Array>;
+  /** Decodes the batch: u8 RGB [B, S, S, 3]. */
+  decode(args?: { color_fix?: 'adain' | 'none' }): Promise<Uint8Array>;
+  /**
+   * Test-only: a named intermediate (hr_in, up01, lr_tokens, sg, masks, key_bias, prefix_x,
+   * x, logits, f_hat, decoded); see native/model/engine.cc.
+   */
+  _debug(name: string): Promise<NativeDebugTensor>;
+  info(): NativeSessionInfo;
+  /** Releases the weights, caches and backend. */
+  dispose(): Promise<void>;
+}
+
+/** Constructor of {@link NativeSession}: backend 'cpu' | 'cuda', CUDA device index. */
+export type NativeSessionConstructor = new (
+  backend: string,
+  device: number,
+  config: NativeModelConfig,
+) => NativeSession;
+
+// Declaration merging: the Session class export.
+export interface NativeAddon {
+  Session: NativeSessionConstructor;
+}
