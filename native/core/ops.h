@@ -11,6 +11,12 @@
 //   g[m / rows_per_group] for row m (AdaLN modulation: one row per image, broadcast over
 //   tokens). rows_per_group = M means one row for all.
 // - Output may alias an input only where stated ("in place ok").
+// - Batch invariance: a row's result must not depend on how many other rows share the call.
+//   For linear/conv with more than 64 rows per call, each output element's reduction order
+//   is fixed by K alone (no M-dependent kernel choice or split-K). The model runs calls with
+//   fewer rows one image at a time, so seeded outputs are identical across batch sizes.
+// - Ordering: upload/copy/memset_zero/download and compute on one backend are executed in
+//   call order (one stream on CUDA).
 #pragma once
 
 #include <cstdint>
