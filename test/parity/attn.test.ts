@@ -23,6 +23,15 @@ import { refAttn, refQkvPrep, ropeAngles, ropeRotate, runOpsAtSimdLevel } from '
 
 const backends = availableBackends();
 
+/**
+ * CPU computes attention in fp32 (tolerances above). The CUDA backend runs D = 64 on f16
+ * tensor cores (q, k, p and v rounded to f16, fp32 accumulation), so its error is that of the
+ * rounding, ~1e-3 relative: it is held to 5e-3. Other head sizes take its fp32 path.
+ */
+function attnTol(backend: string, D: number, tol: number): number {
+  return backend === 'cuda' && D === 64 ? Math.max(tol, 5e-3) : tol;
+}
+
 /** (tx, ty) for every token of a pn x pn grid, spec 4.2: tx = (r / pn) * 32 in fp32. */
 function gridPos(pn: number): Float32Array {
   const f = Math.fround;
@@ -425,7 +434,7 @@ describe.each(backends)('attn on %s', (backend) => {
     async (c) => {
       const { params, o, want } = buildAttn(c);
       await addon._ops(backend, 'attn', params);
-      expect(relErr(o, want)).toBeLessThan(c.tol ?? 1e-5);
+      expect(relErr(o, want)).toBeLessThan(attnTol(backend, c.D, c.tol ?? 1e-5));
       expectQuery0Zero(c, o);
     },
   );
@@ -513,7 +522,7 @@ describe.each(backends)('attn on %s', (backend) => {
       nKv: nCtx,
       scale: 1,
     });
-    expect(relErr((ok.o as NativeTensor).data, want)).toBeLessThan(1e-5);
+    expect(relErr((ok.o as NativeTensor).data, want)).toBeLessThan(attnTol(backend, D, 1e-5));
   });
 });
 
