@@ -1,0 +1,159 @@
+"""Stage 1: train the multi-scale VQVAE on HR crops.
+
+    cd training && python3 -m avtrain.train_vqvae --config tiny --out runs/vq-tiny --steps 200
+
+Loss = L1(reconstruction, HR) + VQ loss (codebook + 0.25 commitment, averaged over the K
+scales, Phi applied at every scale as VAR's quantize.forward). No perceptual or adversarial
+terms: there are no pretrained networks to build them from. The codebook is initialised from
+encoder outputs of the first batch (random latent vectors plus small noise), which avoids the
+dead codes of a fresh uniform init. Checkpoints (<out>/vqvae.pt) hold the config metadata, the
+weights, the optimizer and RNG state; --resume continues where the last one stopped.
+Logs go to <out>/log.jsonl: loss terms every --log-every steps and validation PSNR-Y/SSIM-Y of
+the reconstruction every --val-every steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+
+from . import metrics
+from .config import config_from_metadata, config_to_metadata, preset
+from .data import PairDataset
+from .postprocess import to_uint8
+from .trainutil import (
+    JsonlLog, StepBatches, autocast, lin0_factor, param_groups, pick_device, rng_state, save_checkpoint,
+    seed_everything, set_rng_state,
+)
+from .vqvae import VQVAE
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description="AlignVAR stage 1: multi-scale VQVAE")
+    ap.add_argument("--config", default="tiny", help="config preset: tiny, small, small512, d24")
+    ap.add_argument("--split-file", default=None, help="validation split (default: avtrain/split.json)")
+    ap.add_argument("--data", default="training/data", help="folder with manifest.json (scripts/fetch_data.sh)")
+    ap.add_argument("--out", required=True, help="run folder: vqvae.pt and log.jsonl")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--wd", type=float, default=0.0)
+    ap.add_argument("--beta1", type=float, default=0.9)
+    ap.add_argument("--beta2", type=float, default=0.95)
+    ap.add_argument("--clip", type=float, default=2.0)
+    ap.add_argument("--warmup-steps", type=int, default=-1, help="default: 5%% of --steps")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    ap.add_argument("--amp", default="none", choices=("none", "bf16"))
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--val-every", type=int, default=50)
+    ap.add_argument("--val-images", type=int, default=9)
+    ap.add_argument("--ckpt-every", type=int, default=50)
+    ap.add_argument("--resume", action="store_true", help="continue from <out>/vqvae.pt if it exists")
+    return ap.parse_args(argv)
+
+
+def hr_to_u8(hr: torch.Tensor) -> np.ndarray:
+    """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3]."""
+    return to_uint8(hr).cpu().numpy()
+
+
+@torch.no_grad()
+def init_codebook_from_data(vae: VQVAE, hr: torch.Tensor, gen: torch.Generator) -> None:
+    f = vae.img_to_f(hr).float()
+    vecs = f.permute(0, 2, 3, 1).reshape(-1, f.shape[1])
+    pick = torch.randint(0, vecs.shape[0], (vae.V,), generator=gen)
+    noise = torch.randn(vae.V, vecs.shape[1], generator=gen) * (vecs.std() * 0.1)
+    vae.quantize.embedding.weight.copy_(vecs[pick].cpu() + noise)
+
+
+@torch.no_grad()
+def validate(vae: VQVAE, val_hr: torch.Tensor, device, amp: str) -> dict:
+    vae.eval()
+    psnr, ssim = [], []
+    for i in range(0, val_hr.shape[0], 4):
+        hr = val_hr[i:i + 4].to(device)
+        with autocast(device, amp):
+            rec, _, _ = vae(hr)
+        a, b = hr_to_u8(rec.float()), hr_to_u8(hr)
+        for x, y in zip(a, b):
+            psnr.append(metrics.psnr_y(x, y))
+            ssim.append(metrics.ssim_y(x, y))
+    vae.train()
+    return {"val_psnr_y": float(np.mean(psnr)), "val_ssim_y": float(np.mean(ssim)), "n_val": len(psnr)}
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    ckpt_path = os.path.join(args.out, "vqvae.pt")
+    resume = args.resume and os.path.exists(ckpt_path)
+    ck = torch.load(ckpt_path, map_location="cpu") if resume else None
+    cfg = config_from_metadata(ck["cfg"]) if ck else preset(args.config)
+    seed_everything(args.seed)
+    vae = VQVAE(cfg).to(device).train()
+    opt = torch.optim.AdamW(param_groups(vae, args.wd), lr=args.lr, betas=(args.beta1, args.beta2))
+    start = 0
+    if ck:
+        vae.load_state_dict(ck["vqvae"])
+        vae.quantize.record_hit = int(ck.get("record_hit", 1))
+        opt.load_state_dict(ck["opt"])
+        start = int(ck["step"])
+        set_rng_state(ck["rng"])
+    warmup = args.warmup_steps if args.warmup_steps >= 0 else max(1, args.steps // 20)
+
+    train_ds = PairDataset(args.data, "train", hr_size=cfg.hr_size, seed=args.seed, length=args.steps * args.batch,
+                           split_file=args.split_file)
+    val_ds = PairDataset(args.data, "val", hr_size=cfg.hr_size, seed=args.seed, split_file=args.split_file)
+    n_val = min(args.val_images, len(val_ds))
+    val_hr = torch.stack([torch.from_numpy(val_ds.hr_u8(i).transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0)
+                          for i in range(n_val)])
+    train_ds.preload()
+    log = JsonlLog(os.path.join(args.out, "log.jsonl"), resume_step=start if ck else None)
+    if not ck:
+        log.write({"event": "start", "stage": "vqvae", "config": config_to_metadata(cfg), "args": vars(args),
+                   "params": sum(p.numel() for p in vae.parameters())})
+    else:
+        log.write({"event": "resume", "step": start, "args": vars(args)})
+    gen = torch.Generator().manual_seed(args.seed)
+
+    def checkpoint(step):
+        save_checkpoint(ckpt_path, {"cfg": config_to_metadata(cfg), "vqvae": vae.state_dict(), "opt": opt.state_dict(),
+                                    "step": step, "rng": rng_state(), "record_hit": vae.quantize.record_hit,
+                                    "args": vars(args)})
+
+    t0 = time.time()
+    step = start
+    for batch in StepBatches(train_ds, args.batch, start, args.steps, workers=args.workers, hr_only=True):
+        hr = batch["hr"].to(device)
+        if step == 0:
+            init_codebook_from_data(vae, hr, gen)
+        factor = lin0_factor(step, args.steps, warmup)
+        for g in opt.param_groups:
+            g["lr"] = args.lr * factor
+        with autocast(device, args.amp):
+            rec, vq_loss, usage = vae(hr)
+        l1 = (rec.float() - hr).abs().mean()
+        loss = l1 + vq_loss.float()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(vae.parameters(), args.clip)
+        opt.step()
+        step += 1
+        if step % args.log_every == 0 or step == 1:
+            log.write({"step": step, "lr": args.lr * factor, "loss": loss, "l1": l1, "vq": vq_loss,
+                       "usage": float(np.mean(usage)), "grad_norm": gn, "sec": time.time() - t0})
+        if step % args.val_every == 0 or step == args.steps:
+            log.write({"step": step, **validate(vae, val_hr, device, args.amp)})
+        if step % args.ckpt_every == 0 or step == args.steps:
+            checkpoint(step)
+    log.close()
+
+
+if __name__ == "__main__":
+    main()
