@@ -34,6 +34,7 @@
 //   2023) for the tiling; flash-attention csrc/flash_attn/src/softmax.h for the fragment-level
 //   online softmax.
 #include "attn.cuh"
+#include "core/ops-check.h"
 
 namespace {
 
@@ -482,17 +483,6 @@ __global__ void __launch_bounds__(G_NT) attn_generic_kernel(attn_args a) {
     }
 }
 
-std::string shape4(int64_t a, int64_t b, int64_t c, int64_t d) {
-    return "[" + std::to_string(a) + ", " + std::to_string(b) + ", " + std::to_string(c) + ", " + std::to_string(d) +
-           "]";
-}
-
-bool shape_is(const av_tensor& t, int64_t d3, int64_t d2, int64_t d1, int64_t d0) {
-    return t.ne[0] == d0 && t.ne[1] == d1 && t.ne[2] == d2 && t.ne[3] == d3;
-}
-
-bool is_i32c(const av_tensor& t) { return av_is_contig(t, AV_I32); }
-
 av_status launch_attn(const attn_args& a, int64_t R, const av_cuda_ctx& ctx) {
     const bool mask = a.q_lvl != nullptr;
     auto a16 = [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; };
@@ -542,35 +532,10 @@ av_status launch_attn(const attn_args& a, int64_t R, const av_cuda_ctx& ctx) {
 }  // namespace
 
 av_status av_cuda_qkv_prep(const av_qkv_prep_params& p, const av_cuda_ctx& ctx) {
-    AV_CHECK(av_is_f32c(p.qkv) && av_is_f32c(p.q_out) && av_is_f32c(p.k_cache) && av_is_f32c(p.v_cache),
-             "qkv_prep: qkv, q_out, k_cache and v_cache must be present, non-empty, contiguous f32");
+    AV_TRY(av_check_qkv_prep(p));
     const int64_t D = p.q_out.ne[0], L = p.q_out.ne[1], H = p.q_out.ne[2], R = p.q_out.ne[3];
     const int64_t n_ctx = p.k_cache.ne[1];
-    AV_CHECK(av_tensor_nelements(p.qkv) == R * L * 3 * H * D,
-             "qkv_prep: qkv must hold [R, L, 3, H, D] = " + std::to_string(R * L * 3 * H * D) +
-                 " elements for q_out " + shape4(R, H, L, D));
-    AV_CHECK(shape_is(p.k_cache, R, H, n_ctx, D) && shape_is(p.v_cache, R, H, n_ctx, D),
-             "qkv_prep: k_cache and v_cache must both be [R, H, n_ctx, D] with R, H, D of q_out " +
-                 shape4(R, H, L, D));
-    AV_CHECK(p.kv_pos >= 0 && p.kv_pos + L <= n_ctx,
-             "qkv_prep: kv_pos + L (" + std::to_string(p.kv_pos) + " + " + std::to_string(L) +
-                 ") must be within n_ctx = " + std::to_string(n_ctx));
-    AV_CHECK(!av_overlaps(p.q_out, p.qkv) && !av_overlaps(p.k_cache, p.qkv) && !av_overlaps(p.v_cache, p.qkv) &&
-                 !av_overlaps(p.q_out, p.k_cache) && !av_overlaps(p.q_out, p.v_cache) && !av_overlaps(p.k_cache, p.v_cache),
-             "qkv_prep: qkv, q_out, k_cache and v_cache must not overlap");
     const bool l2 = p.l2norm != 0, rope = p.rope != 0;
-    if (av_tensor_present(p.q_scale)) {
-        AV_CHECK(l2, "qkv_prep: q_scale is applied with l2norm only; pass l2norm = 1 or drop q_scale");
-        AV_CHECK(av_is_f32c(p.q_scale) && av_tensor_nelements(p.q_scale) == H && p.q_scale.ne[0] == H,
-                 "qkv_prep: q_scale must be contiguous f32 [H] = [" + std::to_string(H) + "]");
-    }
-    if (rope) {
-        AV_CHECK(D % 4 == 0, "qkv_prep: rope needs D % 4 == 0, got D = " + std::to_string(D));
-        AV_CHECK(av_tensor_present(p.rope_pos) && av_is_f32c(p.rope_pos) && p.rope_pos.ne[0] == 2 &&
-                     av_tensor_nelements(p.rope_pos) == 2 * L,
-                 "qkv_prep: rope needs rope_pos, contiguous f32 [L, 2] = [" + std::to_string(L) + ", 2]");
-        AV_CHECK(p.rope_base > 0.0f, "qkv_prep: rope_base must be > 0");
-    }
 
     AV_CHECK(H <= 65535 && D <= 65535, "qkv_prep: H or D too large");
     if (R * L * H * D == 0) return av_status::success();
@@ -587,34 +552,10 @@ av_status av_cuda_qkv_prep(const av_qkv_prep_params& p, const av_cuda_ctx& ctx) 
 }
 
 av_status av_cuda_attn(const av_attn_params& p, const av_cuda_ctx& ctx) {
-    AV_CHECK(av_is_f32c(p.q) && av_is_f32c(p.k) && av_is_f32c(p.v) && av_is_f32c(p.o),
-             "attn: q, k, v and o must be present, non-empty, contiguous f32");
+    AV_TRY(av_check_attn(p));
     const int64_t D = p.q.ne[0], Lq = p.q.ne[1], H = p.q.ne[2], R = p.q.ne[3];
     const int64_t n_ctx = p.k.ne[1];
-    AV_CHECK(shape_is(p.k, R, H, n_ctx, D) && shape_is(p.v, R, H, n_ctx, D),
-             "attn: k and v must both be [R, H, n_ctx, D] with R, H, D of q " + shape4(R, H, Lq, D));
-    AV_CHECK(shape_is(p.o, R, Lq, H, D), "attn: o must be [R, Lq, H, D] = " + shape4(R, Lq, H, D));
-    AV_CHECK(p.n_kv >= 1 && p.n_kv <= n_ctx,
-             "attn: n_kv must be in [1, n_ctx = " + std::to_string(n_ctx) + "], got " + std::to_string(p.n_kv));
-    AV_CHECK(!av_overlaps(p.o, p.q) && !av_overlaps(p.o, p.k) && !av_overlaps(p.o, p.v), "attn: o must not overlap q, k or v");
-    int64_t Rb = 1;
-    if (av_tensor_present(p.key_bias)) {
-        AV_CHECK(av_is_f32c(p.key_bias) && p.key_bias.ne[0] == n_ctx,
-                 "attn: key_bias must be contiguous f32 [Rb, n_ctx] with n_ctx = " + std::to_string(n_ctx));
-        Rb = av_tensor_nelements(p.key_bias) / n_ctx;
-        AV_CHECK(R % Rb == 0, "attn: key_bias rows (" + std::to_string(Rb) + ") must divide R = " + std::to_string(R));
-    }
-    if (av_tensor_present(p.kb_beta))
-        AV_CHECK(av_is_f32c(p.kb_beta) && p.kb_beta.ne[0] == H && av_tensor_nelements(p.kb_beta) == H,
-                 "attn: kb_beta must be contiguous f32 [H] = [" + std::to_string(H) + "]");
-    AV_CHECK(av_tensor_present(p.q_lvl) == av_tensor_present(p.k_lvl),
-             "attn: q_lvl and k_lvl must be both present or both absent");
-    if (av_tensor_present(p.q_lvl)) {
-        AV_CHECK(is_i32c(p.q_lvl) && av_tensor_nelements(p.q_lvl) == Lq && p.q_lvl.ne[0] == Lq,
-                 "attn: q_lvl must be contiguous i32 [Lq] = [" + std::to_string(Lq) + "]");
-        AV_CHECK(is_i32c(p.k_lvl) && av_tensor_nelements(p.k_lvl) == n_ctx && p.k_lvl.ne[0] == n_ctx,
-                 "attn: k_lvl must be contiguous i32 [n_ctx] = [" + std::to_string(n_ctx) + "]");
-    }
+    const int64_t Rb = av_tensor_present(p.key_bias) ? av_tensor_nelements(p.key_bias) / n_ctx : 1;
 
     AV_CHECK(H <= 65535 && R <= 65535, "attn: H or R above 65535");
     if (Lq == 0 || R == 0 || H == 0 || D == 0) return av_status::success();

@@ -15,6 +15,7 @@
 //   copy when the dtypes match.
 //
 // Reference: native/cpu/elementwise.cc (same semantics; plain loops).
+#include "core/ops-check.h"
 #include "elementwise.cuh"
 
 namespace {
@@ -221,19 +222,11 @@ av_status launch_copy(const av_tensor& x, const av_tensor& y, cudaStream_t strea
 }  // namespace
 
 av_status av_cuda_modulate(const av_modulate_params& p, const av_cuda_ctx& ctx) {
-    AV_CHECK(av_is_f32c(p.x) && av_is_f32c(p.y), "modulate: x and y must be present, non-empty, contiguous f32");
-    AV_CHECK(av_same_ne(p.x, p.y), "modulate: y must have the shape of x");
-    AV_CHECK(av_alias_ok(p.y, p.x), "modulate: y must be x itself or not overlap it");
-    AV_CHECK(av_tensor_present(p.scale) && av_tensor_present(p.shift), "modulate: scale and shift are required");
-    AV_CHECK(av_is_f32c(p.scale) && av_is_f32c(p.shift), "modulate: scale and shift must be contiguous f32");
+    AV_TRY(av_check_modulate(p));
     const int64_t C = p.x.ne[0];
     const int64_t M = av_tensor_nelements(p.x) / C;
     const int64_t rpg = p.rows_per_group;
-    AV_CHECK(rpg >= 1, "modulate: rows_per_group must be >= 1");
     const int64_t G = (M + rpg - 1) / rpg;
-    AV_CHECK(p.scale.ne[0] == C && av_tensor_nelements(p.scale) == G * C,
-             "modulate: scale must be [" + std::to_string(G) + ", " + std::to_string(C) + "] (ceil(M/rows_per_group), C)");
-    AV_CHECK(av_same_ne(p.scale, p.shift), "modulate: shift must have the shape of scale");
     if (M * C == 0) return av_status::success();
     return launch_modulate(static_cast<const float*>(p.x.data), static_cast<const float*>(p.scale.data),
                            static_cast<const float*>(p.shift.data), static_cast<float*>(p.y.data), M, C, G, rpg,
@@ -241,18 +234,11 @@ av_status av_cuda_modulate(const av_modulate_params& p, const av_cuda_ctx& ctx) 
 }
 
 av_status av_cuda_binary(const av_binary_params& p, const av_cuda_ctx& ctx) {
-    AV_CHECK(av_is_f32c(p.a) && av_is_f32c(p.b) && av_is_f32c(p.y), "binary: a, b and y must be present, non-empty, contiguous f32");
-    AV_CHECK(av_same_ne(p.a, p.y), "binary: y must have the shape of a");
-    AV_CHECK(p.kind == AV_BIN_ADD || p.kind == AV_BIN_MUL, "binary: kind must be 0 (add) or 1 (mul)");
-    AV_CHECK(p.b_div >= 1, "binary: b_div must be >= 1");
-    AV_CHECK(av_alias_ok(p.y, p.a), "binary: y must be a itself or not overlap it");
-    AV_CHECK(!av_overlaps(p.y, p.b), "binary: y must not overlap b");
+    AV_TRY(av_check_binary(p));
     const int64_t N = p.a.ne[0];
     const int64_t M = av_tensor_nelements(p.a) / N;
     const int64_t Nb = p.b.ne[0];
     const int64_t Mb = av_tensor_nelements(p.b) / Nb;
-    AV_CHECK(Nb == N || Nb == 1,
-             "binary: b's last dimension must be " + std::to_string(N) + " or 1, got " + std::to_string(Nb));
     if (M * N == 0) return av_status::success();
     return launch_binary(static_cast<const float*>(p.a.data), static_cast<const float*>(p.b.data),
                          static_cast<float*>(p.y.data), M, N, Mb, Nb == 1 && N != 1, p.b_div, p.kind, p.alpha, p.beta,
@@ -260,19 +246,14 @@ av_status av_cuda_binary(const av_binary_params& p, const av_cuda_ctx& ctx) {
 }
 
 av_status av_cuda_unary(const av_unary_params& p, const av_cuda_ctx& ctx) {
-    AV_CHECK(av_is_f32c(p.x) && av_is_f32c(p.y), "unary: x and y must be present, non-empty, contiguous f32");
-    AV_CHECK(av_same_ne(p.x, p.y), "unary: y must have the shape of x");
-    AV_CHECK(av_alias_ok(p.y, p.x), "unary: y must be x itself or not overlap it");
-    AV_CHECK(p.act >= AV_ACT_NONE && p.act <= AV_ACT_SIGMOID, "unary: act must be 0..3, got " + std::to_string(p.act));
+    AV_TRY(av_check_unary(p));
     const int64_t n = av_tensor_nelements(p.x);
     if (n == 0) return av_status::success();
     return launch_unary(static_cast<const float*>(p.x.data), static_cast<float*>(p.y.data), n, p.act, ctx.stream);
 }
 
 av_status av_cuda_softmax(const av_softmax_params& p, const av_cuda_ctx& ctx) {
-    AV_CHECK(av_is_f32c(p.x) && av_is_f32c(p.y), "softmax: x and y must be present, non-empty, contiguous f32");
-    AV_CHECK(av_same_ne(p.x, p.y), "softmax: y must have the shape of x");
-    AV_CHECK(av_alias_ok(p.y, p.x), "softmax: y must be x itself or not overlap it");
+    AV_TRY(av_check_softmax(p));
     const int64_t N = p.x.ne[0];
     const int64_t M = av_tensor_nelements(p.x) / N;
     if (M * N == 0) return av_status::success();
@@ -280,33 +261,7 @@ av_status av_cuda_softmax(const av_softmax_params& p, const av_cuda_ctx& ctx) {
                           ctx.stream);
 }
 
-// Byte range [lo, hi) that a strided view touches (non-negative strides).
-static void view_extent(const av_tensor& t, int64_t* lo, int64_t* hi) {
-    int64_t a = 0, b = 0;
-    for (int i = 0; i < 4; ++i) {
-        const int64_t span = (t.ne[i] - 1) * t.nb[i];
-        if (span < 0)
-            a += span;
-        else
-            b += span;
-    }
-    *lo = a;
-    *hi = b + static_cast<int64_t>(av_dtype_size(t.dtype));
-}
-
 av_status av_cuda_copy(const av_copy_params& p, const av_cuda_ctx& ctx) {
-    AV_CHECK(av_tensor_present(p.x) && av_tensor_present(p.y), "copy: x and y are required");
-    AV_CHECK(av_same_ne(p.x, p.y), "copy: y must have the shape (ne) of x");
-    AV_CHECK(av_is_contig(p.y, p.y.dtype), "copy: y must be non-empty and contiguous");
-    auto floaty = [](av_dtype t) { return t == AV_F32 || t == AV_F16 || t == AV_BF16; };
-    const bool both_float = floaty(p.x.dtype) && floaty(p.y.dtype);
-    const bool same_int = p.x.dtype == p.y.dtype && (p.x.dtype == AV_I32 || p.x.dtype == AV_U8);
-    AV_CHECK(both_float || same_int, std::string("copy: unsupported conversion ") + av_dtype_name(p.x.dtype) + " -> " +
-                                         av_dtype_name(p.y.dtype) + " (f32/f16/bf16 among themselves, i32->i32, u8->u8)");
-    int64_t lo = 0, hi = 0;
-    view_extent(p.x, &lo, &hi);
-    AV_CHECK(!av_overlaps(static_cast<const uint8_t*>(p.x.data) + lo, static_cast<size_t>(hi - lo), p.y.data,
-                          av_tensor_nbytes(p.y)),
-             "copy: y must not overlap x");
+    AV_TRY(av_check_copy(p));
     return launch_copy(p.x, p.y, ctx.stream);
 }

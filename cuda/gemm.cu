@@ -17,22 +17,13 @@
 //
 // Reference: native/cpu/gemm.cc. Semantics of gate: row m of batch item z uses gate row
 // m / rows_per_group (the gate is shared by the batch items).
+#include "core/ops-check.h"
 #include "gemm-tile.cuh"
 #include "gemm.cuh"
 
 namespace {
 
 using av_gemm::gemm_epi;
-
-// The CPU backend's shape format, "[d3,d2,d1,d0]", so messages match it word for word.
-std::string shape_c(const av_tensor& t) {
-    return "[" + std::to_string(t.ne[3]) + "," + std::to_string(t.ne[2]) + "," + std::to_string(t.ne[1]) + "," +
-           std::to_string(t.ne[0]) + "]";
-}
-
-bool opt_overlaps(const av_tensor& a, const av_tensor& b) {
-    return av_tensor_present(a) && av_tensor_present(b) && av_overlaps(a, b);
-}
 
 constexpr int SK_WARPS = 8;
 constexpr int SK_UNROLL = 4;
@@ -141,42 +132,9 @@ av_status launch_skinny(const float* x, int64_t x_bs, const void* w, av_dtype wt
 }  // namespace
 
 av_status av_cuda_linear(const av_linear_params& p, const av_cuda_ctx& ctx) {
-    AV_CHECK(av_tensor_present(p.x) && av_tensor_present(p.w) && av_tensor_present(p.y),
-             "linear: x, w and y are required");
-    AV_CHECK(p.x.dtype == AV_F32 && p.y.dtype == AV_F32, "linear: x and y must be f32");
-    AV_CHECK(av_is_weight_dtype(p.w.dtype), "linear: w must be f32, f16 or bf16");
-    AV_CHECK(av_tensor_is_contiguous(p.x) && av_tensor_is_contiguous(p.w) && av_tensor_is_contiguous(p.y),
-             "linear: x, w and y must be contiguous");
+    AV_TRY(av_check_linear(p));
     const int64_t K = p.x.ne[0], M = p.x.ne[1], batch = p.x.ne[2] * p.x.ne[3];
     const int64_t N = p.w.ne[1], batch_w = p.w.ne[2] * p.w.ne[3];
-    AV_CHECK(p.w.ne[0] == K, "linear: w " + shape_c(p.w) + " does not match x " + shape_c(p.x) + " in K");
-    AV_CHECK(batch_w == 1 || (p.w.ne[2] == p.x.ne[2] && p.w.ne[3] == p.x.ne[3]),
-             "linear: w batch must be 1 or equal to x batch (w " + shape_c(p.w) + ", x " + shape_c(p.x) + ")");
-    AV_CHECK(p.y.ne[0] == N && p.y.ne[1] == M && p.y.ne[2] == p.x.ne[2] && p.y.ne[3] == p.x.ne[3],
-             "linear: y " + shape_c(p.y) + " must be [batch, M, N] for x " + shape_c(p.x) + ", w " +
-                 shape_c(p.w));
-    AV_CHECK(p.act >= AV_ACT_NONE && p.act <= AV_ACT_SIGMOID, "linear: unknown act " + std::to_string(p.act));
-    if (av_tensor_present(p.bias)) {
-        AV_CHECK(p.bias.dtype == AV_F32 && av_tensor_is_contiguous(p.bias), "linear: bias must be contiguous f32");
-        AV_CHECK(p.bias.ne[0] == N && av_tensor_nelements(p.bias) == N, "linear: bias must be [N]");
-    }
-    if (av_tensor_present(p.gate)) {
-        AV_CHECK(p.gate.dtype == AV_F32 && av_tensor_is_contiguous(p.gate), "linear: gate must be contiguous f32");
-        AV_CHECK(p.rows_per_group >= 1, "linear: rows_per_group must be >= 1");
-        AV_CHECK(p.gate.ne[0] == N && p.gate.ne[2] == 1 && p.gate.ne[3] == 1, "linear: gate must be [G, N]");
-        AV_CHECK(p.gate.ne[1] >= (M + p.rows_per_group - 1) / p.rows_per_group,
-                 "linear: gate has " + std::to_string(p.gate.ne[1]) + " rows, M=" + std::to_string(M) +
-                     " with rows_per_group=" + std::to_string(p.rows_per_group) + " needs more");
-    }
-    if (av_tensor_present(p.res)) {
-        AV_CHECK(p.res.dtype == AV_F32 && av_tensor_is_contiguous(p.res), "linear: res must be contiguous f32");
-        AV_CHECK(p.res.ne[0] == p.y.ne[0] && p.res.ne[1] == p.y.ne[1] && p.res.ne[2] == p.y.ne[2] &&
-                     p.res.ne[3] == p.y.ne[3],
-                 "linear: res " + shape_c(p.res) + " must have the shape of y " + shape_c(p.y));
-        AV_CHECK(p.res.data == p.y.data || !opt_overlaps(p.res, p.y), "linear: res must be y itself or not overlap it");
-    }
-    AV_CHECK(!opt_overlaps(p.y, p.x) && !opt_overlaps(p.y, p.w) && !opt_overlaps(p.y, p.bias) && !opt_overlaps(p.y, p.gate),
-             "linear: y must not overlap x, w, bias or gate");
 
     gemm_epi ep;
     ep.y = static_cast<float*>(p.y.data);

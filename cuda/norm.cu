@@ -18,6 +18,7 @@
 //   Scratch: B*G*chunks*2 + B*G*2 floats.
 //
 // Reference: native/cpu/norm.cc; PyTorch F.layer_norm / F.group_norm semantics.
+#include "core/ops-check.h"
 #include "norm.cuh"
 
 namespace {
@@ -169,25 +170,13 @@ av_status launch_groupnorm(const float* x, const float* w, const float* b, float
 }  // namespace
 
 av_status av_cuda_layernorm(const av_layernorm_params& p, const av_cuda_ctx& ctx) {
-    AV_CHECK(av_is_f32c(p.x) && av_is_f32c(p.y), "layernorm: x and y must be present, non-empty, contiguous f32");
-    AV_CHECK(av_same_ne(p.x, p.y), "layernorm: y must have the shape of x");
-    AV_CHECK(av_alias_ok(p.y, p.x), "layernorm: y must be x itself or not overlap it");
-    AV_CHECK(p.eps >= 0.0f, "layernorm: eps must be >= 0");
+    AV_TRY(av_check_layernorm(p));
     const int64_t C = p.x.ne[0];
     const int64_t M = av_tensor_nelements(p.x) / C;
-    AV_CHECK(av_vec_ok(p.weight, C) && av_vec_ok(p.bias, C),
-             "layernorm: weight and bias must be contiguous f32 [" + std::to_string(C) + "] when present");
     const bool mod = av_tensor_present(p.scale) || av_tensor_present(p.shift);
     int64_t G = 1, rpg = M > 0 ? M : 1;
     if (mod) {
-        AV_CHECK(av_tensor_present(p.scale) && av_tensor_present(p.shift),
-                 "layernorm: scale and shift must be both present or both absent");
-        AV_CHECK(p.rows_per_group >= 1, "layernorm: rows_per_group must be >= 1");
         G = (M + p.rows_per_group - 1) / p.rows_per_group;
-        AV_CHECK(av_is_f32c(p.scale) && av_is_f32c(p.shift) && av_same_ne(p.scale, p.shift) && p.scale.ne[0] == C &&
-                     av_tensor_nelements(p.scale) == G * C,
-                 "layernorm: scale and shift must be contiguous f32 [" + std::to_string(G) + ", " + std::to_string(C) +
-                     "] (ceil(M/rows_per_group), C)");
         rpg = p.rows_per_group;
     }
     if (M * C == 0) return av_status::success();
@@ -198,17 +187,9 @@ av_status av_cuda_layernorm(const av_layernorm_params& p, const av_cuda_ctx& ctx
 }
 
 av_status av_cuda_groupnorm(const av_groupnorm_params& p, const av_cuda_ctx& ctx) {
-    AV_CHECK(av_is_f32c(p.x) && av_is_f32c(p.y), "groupnorm: x and y must be present, non-empty, contiguous f32");
-    AV_CHECK(av_same_ne(p.x, p.y), "groupnorm: y must have the shape of x");
-    AV_CHECK(p.x.ne[3] == 1, "groupnorm: x must be 3-D [B, C, S] (S = H*W)");
-    AV_CHECK(av_alias_ok(p.y, p.x), "groupnorm: y must be x itself or not overlap it");
-    AV_CHECK(p.eps >= 0.0f, "groupnorm: eps must be >= 0");
+    AV_TRY(av_check_groupnorm(p));
     const int64_t S = p.x.ne[0], C = p.x.ne[1], B = p.x.ne[2];
     const int64_t G = p.groups;
-    AV_CHECK(G >= 1 && C % G == 0,
-             "groupnorm: groups (" + std::to_string(G) + ") must divide the channels (" + std::to_string(C) + ")");
-    AV_CHECK(av_vec_ok(p.weight, C) && av_vec_ok(p.bias, C),
-             "groupnorm: weight and bias must be contiguous f32 [" + std::to_string(C) + "] when present");
     if (B * C * S == 0) return av_status::success();
     auto f = [](const av_tensor& t) { return av_tensor_present(t) ? static_cast<const float*>(t.data) : nullptr; };
     return launch_groupnorm(static_cast<const float*>(p.x.data), f(p.weight), f(p.bias), static_cast<float*>(p.y.data),

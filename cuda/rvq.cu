@@ -16,6 +16,7 @@
 //   padded to Cv + 1 floats: conflict-free), lane l scores codes l, l + 32, ... of each chunk
 //   (ascending, strict < keeps the first), then a warp argmin with ties to the lower index.
 //   Work: B*T*V*Cv double multiply-adds (134 M for a 32x32 map at V = 4096, Cv = 32).
+#include "core/ops-check.h"
 #include "rvq.cuh"
 
 namespace {
@@ -115,32 +116,13 @@ void with_wtype(av_dtype t, F&& f) {
     }
 }
 
-av_status check_idx_codebook(const char* op, const av_tensor& idx, const av_tensor& codebook) {
-    AV_CHECK(av_tensor_present(idx) && av_tensor_present(codebook), std::string(op) + ": idx and codebook are required");
-    AV_CHECK(idx.dtype == AV_I32 && av_tensor_is_contiguous(idx), std::string(op) + ": idx must be contiguous i32");
-    AV_CHECK(idx.ne[2] == 1 && idx.ne[3] == 1, std::string(op) + ": idx " + av_shape_str(idx) + " must be [B, T]");
-    AV_CHECK(av_is_weight_dtype(codebook.dtype) && av_tensor_is_contiguous(codebook),
-             std::string(op) + ": codebook must be contiguous f32, f16 or bf16");
-    AV_CHECK(codebook.ne[2] == 1 && codebook.ne[3] == 1,
-             std::string(op) + ": codebook " + av_shape_str(codebook) + " must be [V, Cv]");
-    return av_status::success();
-}
-
 }  // namespace
 
 av_status av_cuda_vq_lookup(const av_vq_lookup_params& p, const av_cuda_ctx& ctx) {
-    AV_TRY(check_idx_codebook("vq_lookup", p.idx, p.codebook));
+    AV_TRY(av_check_vq_lookup(p));
     const int64_t T = p.idx.ne[0], B = p.idx.ne[1];
     const int64_t Cv = p.codebook.ne[0], V = p.codebook.ne[1];
-    AV_CHECK(av_tensor_present(p.y) && p.y.dtype == AV_F32 && av_tensor_is_contiguous(p.y),
-             "vq_lookup: y must be contiguous f32");
     const bool cm = p.channel_major != 0;
-    const bool y_ok = cm ? (p.y.ne[0] == T && p.y.ne[1] == Cv && p.y.ne[2] == B && p.y.ne[3] == 1)
-                         : (p.y.ne[0] == Cv && p.y.ne[1] == T && p.y.ne[2] == B && p.y.ne[3] == 1);
-    AV_CHECK(y_ok, "vq_lookup: y " + av_shape_str(p.y) + " must be " +
-                       (cm ? "[B, Cv, T] = [" + std::to_string(B) + ", " + std::to_string(Cv) + ", " + std::to_string(T)
-                           : "[B, T, Cv] = [" + std::to_string(B) + ", " + std::to_string(T) + ", " + std::to_string(Cv)) +
-                       "]");
     const int64_t n = B * T * Cv;
     if (n == 0) return av_status::success();
     const int threads = 256;
@@ -155,17 +137,12 @@ av_status av_cuda_vq_lookup(const av_vq_lookup_params& p, const av_cuda_ctx& ctx
 }
 
 av_status av_cuda_vq_nearest(const av_vq_nearest_params& p, const av_cuda_ctx& ctx) {
-    AV_TRY(check_idx_codebook("vq_nearest", p.idx, p.codebook));
+    AV_TRY(av_check_vq_nearest(p));
+    // Stricter than the shared check: the kernel needs a non-empty z.
+    AV_CHECK(av_is_f32c(p.z), "vq_nearest: z must be contiguous f32");
     const int64_t T = p.idx.ne[0], B = p.idx.ne[1];
     const int64_t Cv = p.codebook.ne[0], V = p.codebook.ne[1];
-    AV_CHECK(av_tensor_present(p.z) && av_is_f32c(p.z), "vq_nearest: z must be contiguous f32");
     const bool cm = p.channel_major != 0;
-    const bool z_ok = cm ? (p.z.ne[0] == T && p.z.ne[1] == Cv && p.z.ne[2] == B && p.z.ne[3] == 1)
-                         : (p.z.ne[0] == Cv && p.z.ne[1] == T && p.z.ne[2] == B && p.z.ne[3] == 1);
-    AV_CHECK(z_ok, "vq_nearest: z " + av_shape_str(p.z) + " does not match idx [B, T] = [" + std::to_string(B) + ", " +
-                       std::to_string(T) + "] and codebook Cv = " + std::to_string(Cv) +
-                       (cm ? " as [B, Cv, T]" : " as [B, T, Cv]"));
-    AV_CHECK(V <= INT32_MAX, "vq_nearest: codebook too large for i32 indices");
     const int64_t ntok = B * T;
     if (ntok == 0) return av_status::success();
     const size_t smem = sizeof(double) * NN_WARPS * Cv + sizeof(float) * NN_CHUNK * (Cv + 1);

@@ -24,6 +24,7 @@
 // in parallel, and the default greedy decoding (top_k = 1) skips them entirely.
 #include <climits>
 
+#include "core/ops-check.h"
 #include "core/philox.h"
 #include "sample.cuh"
 
@@ -194,25 +195,15 @@ __global__ void __launch_bounds__(SMP_NT)
 }  // namespace
 
 av_status av_cuda_sample(const av_sample_params& p, const av_cuda_ctx& ctx) {
-    AV_CHECK(av_tensor_present(p.logits) && av_tensor_present(p.idx), "sample: logits and idx are required");
-    AV_CHECK(av_is_f32c(p.logits), "sample: logits must be contiguous f32");
-    AV_CHECK(p.idx.dtype == AV_I32 && av_tensor_is_contiguous(p.idx), "sample: idx must be contiguous i32");
-    // logits [R, L, V]; idx [B, L]
-    const int64_t V = p.logits.ne[0], L = p.logits.ne[1], R = p.logits.ne[2];
+    // Stricter than the shared check: empty logits are not contiguous here (av_is_f32c).
+    if (av_tensor_present(p.logits) && av_tensor_present(p.idx))
+        AV_CHECK(av_is_f32c(p.logits), "sample: logits must be contiguous f32");
+    AV_TRY(av_check_sample(p));
+    // logits [R, L, V] with R = B or 2B (cfg); idx [B, L]
+    const int64_t V = p.logits.ne[0], L = p.logits.ne[1];
     const int64_t B = p.idx.ne[1];
-    AV_CHECK(p.logits.ne[3] == 1, "sample: logits " + av_shape_str(p.logits) + " must be [R, L, V]");
-    AV_CHECK(p.idx.ne[0] == L && p.idx.ne[2] == 1 && p.idx.ne[3] == 1,
-             "sample: idx " + av_shape_str(p.idx) + " must be [B, L] with L = " + std::to_string(L));
-    AV_CHECK(p.cfg == 0 || p.cfg == 1, "sample: cfg must be 0 or 1, got " + std::to_string(p.cfg));
-    AV_CHECK(R == (p.cfg ? 2 * B : B), "sample: logits have R = " + std::to_string(R) + " rows but " +
-                                           (p.cfg ? "cfg needs 2B = " + std::to_string(2 * B)
-                                                  : "B = " + std::to_string(B) + " is needed without cfg"));
-    AV_CHECK(V > 0 && V <= INT32_MAX / 2, "sample: vocabulary size out of range");
+    AV_CHECK(V <= INT32_MAX / 2, "sample: vocabulary size out of range");
     const bool greedy = p.top_k == 1;
-    if (!greedy)
-        AV_CHECK(av_tensor_present(p.image_key) && p.image_key.dtype == AV_I32 &&
-                     av_tensor_is_contiguous(p.image_key) && av_tensor_nelements(p.image_key) == B,
-                 "sample: image_key must be i32 [B] with B = " + std::to_string(B) + " when sampling (top_k != 1)");
     if (B * L == 0) return av_status::success();
     AV_CHECK(B * L <= 2147483647LL, "sample: too many rows");
     const bool do_sort =

@@ -24,6 +24,7 @@
 //   only DRAM traffic is h, f_hat read + written, the weights and next.
 //
 // Reference: native/cpu/upsample.cc; PyTorch interpolate (bicubic, area); Pillow Resample.c.
+#include "core/ops-check.h"
 #include "core/resample-weights.h"
 #include "upsample.cuh"
 
@@ -281,53 +282,28 @@ __global__ void __launch_bounds__(UA_NT)
 }  // namespace
 
 av_status av_cuda_resample(const av_resample_params& p, const av_cuda_ctx& ctx) {
-    AV_CHECK(av_tensor_present(p.x) && av_tensor_present(p.y), "resample: x and y are required");
-    AV_CHECK(av_is_f32c(p.x) && av_is_f32c(p.y), "resample: x and y must be contiguous f32");
-    AV_CHECK(p.mode >= AV_RESAMPLE_BICUBIC && p.mode <= AV_RESAMPLE_PIL_BICUBIC,
-             "resample: unknown mode " + std::to_string(p.mode));
-    AV_CHECK(p.x.ne[2] == p.y.ne[2] && p.x.ne[3] == p.y.ne[3],
-             "resample: x " + av_shape_str(p.x) + " and y " + av_shape_str(p.y) + " differ in their plane count");
+    // Stricter than the shared check: an empty x or y is not contiguous here (av_is_f32c).
+    if (av_tensor_present(p.x) && av_tensor_present(p.y))
+        AV_CHECK(av_is_f32c(p.x) && av_is_f32c(p.y), "resample: x and y must be contiguous f32");
+    AV_TRY(av_check_resample(p));
     const int64_t P = p.x.ne[2] * p.x.ne[3];
     const int64_t H = p.x.ne[1], W = p.x.ne[0], Ho = p.y.ne[1], Wo = p.y.ne[0];
-    AV_CHECK(P > 0 && H > 0 && W > 0 && Ho > 0 && Wo > 0, "resample: empty tensor");
     AV_CHECK(H < (1LL << 31) && W < (1LL << 31) && Ho < (1LL << 31) && Wo < (1LL << 31), "resample: too large");
     return launch_resample(p.mode, static_cast<const float*>(p.x.data), static_cast<float*>(p.y.data), P, H, W, Ho, Wo,
                            ctx);
 }
 
 av_status av_cuda_upsample_accum(const av_upsample_accum_params& p, const av_cuda_ctx& ctx) {
-    AV_CHECK(av_tensor_present(p.h) && av_tensor_present(p.f_hat), "upsample_accum: h and f_hat are required");
-    AV_CHECK(av_is_f32c(p.h) && av_is_f32c(p.f_hat),
-             "upsample_accum: h and f_hat must be contiguous f32");
+    // Stricter than the shared check: an empty h or f_hat is not contiguous here (av_is_f32c).
+    if (av_tensor_present(p.h) && av_tensor_present(p.f_hat))
+        AV_CHECK(av_is_f32c(p.h) && av_is_f32c(p.f_hat), "upsample_accum: h and f_hat must be contiguous f32");
+    AV_TRY(av_check_upsample_accum(p));
     // h [B, Cv, ph, pw]; f_hat [B, Cv, Gh, Gw]
     const int64_t B = p.f_hat.ne[3], Cv = p.f_hat.ne[2], Gh = p.f_hat.ne[1], Gw = p.f_hat.ne[0];
     const int64_t ph = p.h.ne[1], pw = p.h.ne[0];
-    AV_CHECK(p.h.ne[3] == B && p.h.ne[2] == Cv,
-             "upsample_accum: h " + av_shape_str(p.h) + " does not match f_hat " + av_shape_str(p.f_hat) + " in [B, Cv]");
-    AV_CHECK(B > 0 && Cv > 0 && Gh > 0 && Gw > 0 && ph > 0 && pw > 0, "upsample_accum: empty tensor");
     const bool has_phi = av_tensor_present(p.phi_w);
-    const bool has_bias = av_tensor_present(p.phi_b);
-    if (has_phi) {
-        AV_CHECK(av_is_weight_dtype(p.phi_w.dtype) && av_tensor_is_contiguous(p.phi_w),
-                 "upsample_accum: phi_w must be contiguous f32, f16 or bf16");
-        AV_CHECK(
-            p.phi_w.ne[0] == 3 && p.phi_w.ne[1] == 3 && p.phi_w.ne[2] == Cv && p.phi_w.ne[3] == Cv,
-            "upsample_accum: phi_w " + av_shape_str(p.phi_w) + " must be [Cv, Cv, 3, 3] with Cv = " + std::to_string(Cv));
-    }
-    if (has_bias) {
-        AV_CHECK(has_phi, "upsample_accum: phi_b given without phi_w");
-        AV_CHECK(av_is_f32c(p.phi_b) && av_tensor_nelements(p.phi_b) == Cv,
-                 "upsample_accum: phi_b must be f32 [Cv] with Cv = " + std::to_string(Cv));
-    }
     const bool has_next = av_tensor_present(p.next);
     const int64_t pn = p.pn_next;
-    if (has_next) {
-        AV_CHECK(pn > 0, "upsample_accum: next given with pn_next = " + std::to_string(pn));
-        AV_CHECK(av_is_f32c(p.next), "upsample_accum: next must be contiguous f32");
-        AV_CHECK(p.next.ne[0] == Cv && p.next.ne[1] == pn * pn && p.next.ne[2] == B && p.next.ne[3] == 1,
-                 "upsample_accum: next " + av_shape_str(p.next) + " must be [B, pn_next^2, Cv] = [" + std::to_string(B) +
-                     ", " + std::to_string(pn * pn) + ", " + std::to_string(Cv) + "]");
-    }
     AV_CHECK(Gh * Gw <= static_cast<int64_t>(UA_NT) * UA_MAXP,
              "upsample_accum: f_hat grid " + std::to_string(Gh) + "x" + std::to_string(Gw) + " above 4096 positions");
     AV_CHECK(B <= 65535 && Cv <= 65535, "upsample_accum: B or Cv too large");

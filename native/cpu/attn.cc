@@ -23,14 +23,6 @@
 // are the contiguous operand. A block of fewer than 32 queries computes only as many score
 // columns as it needs, rounded up to 8 (scale 0 of the model has a single query).
 // Tasks are compiled per ISA level (baseline, AVX2+FMA, AVX-512) and picked at run time.
-//
-// GCC's default -ftrapping-math forbids if-converting the clamps and selects of the inner
-// loops below (it will not speculate a possibly trapping FP op), which leaves them scalar;
-// nothing here reads FP exception flags. Placed before every include so that all code in this
-// file shares the same FP options (inlining needs that).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math")
-#endif  // GCC
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -41,82 +33,11 @@
 #include <string>
 #include <vector>
 
+#include "../core/ops-check.h"
 #include "backend-cpu.h"
+#include "simd.h"
 
 namespace {
-
-#define AV_INLINE inline __attribute__((always_inline))
-
-#if defined(__clang__)
-#define AV_IVDEP _Pragma("clang loop vectorize(assume_safety)")
-#elif defined(__GNUC__)
-#define AV_IVDEP _Pragma("GCC ivdep")
-#else
-#define AV_IVDEP
-#endif
-
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(_M_X64))
-#define AV_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#define AV_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
-#define AV_HAVE_CLONES 1
-#endif  // x86-64
-
-constexpr float k_neg_inf = -std::numeric_limits<float>::infinity();
-
-// exp(x) in fp32, branch-free so that loops vectorise (a copy of elementwise.cc's: Cephes expf
-// polynomial after Cody-Waite reduction, 1.4 ulp; exp(-inf) = 0 exactly, overflows to inf).
-AV_INLINE float av_expf(float x) {
-    float xc = x < -110.0f ? -110.0f : x;
-    xc = xc > 89.0f ? 89.0f : xc;
-    // Adding 1.5*2^23 rounds xc*log2(e) to the nearest integer n in [-159, 129].
-    const float t = xc * 1.44269504088896341f + 12582912.0f;
-    const float n = t - 12582912.0f;
-    float r = xc - n * 0.693359375f;  // ln2 split into an exact high part and a correction
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    // 2^n as two normal factors 2^n1 * 2^n2, so the product underflows to exactly 0 (x <= -104)
-    // or overflows to inf (x > 88.72) the way expf does, without a compare on the result.
-    const int32_t ni = static_cast<int32_t>(n);
-    const int32_t n1 = ni >> 1, n2 = ni - n1;
-    const uint32_t b1 = static_cast<uint32_t>(n1 + 127) << 23, b2 = static_cast<uint32_t>(n2 + 127) << 23;
-    float s1, s2;
-    std::memcpy(&s1, &b1, sizeof s1);
-    std::memcpy(&s2, &b2, sizeof s2);
-    return p * s1 * s2;
-}
-
-bool overlaps(const av_tensor& a, const av_tensor& b) {
-    const auto pa = reinterpret_cast<uintptr_t>(a.data), pb = reinterpret_cast<uintptr_t>(b.data);
-    return pa < pb + av_tensor_nbytes(b) && pb < pa + av_tensor_nbytes(a);
-}
-
-// A present (non-null), non-empty, contiguous tensor of dtype dt. An absent operand has
-// data == nullptr and would otherwise pass as a contiguous 1x1x1x1 view.
-bool is_contig(const av_tensor& t, av_dtype dt) {
-    if (t.data == nullptr || t.dtype != dt) return false;
-    for (int i = 0; i < 4; ++i)
-        if (t.ne[i] < 1) return false;
-    return av_tensor_is_contiguous(t);
-}
-
-bool is_f32c(const av_tensor& t) { return is_contig(t, AV_F32); }
-bool is_i32c(const av_tensor& t) { return is_contig(t, AV_I32); }
-
-std::string shape_str(int64_t a, int64_t b, int64_t c, int64_t d) {
-    return "[" + std::to_string(a) + ", " + std::to_string(b) + ", " + std::to_string(c) + ", " + std::to_string(d) +
-           "]";
-}
-
-// Row-major [d3, d2, d1, d0] check of a contiguous f32 tensor.
-bool shape_is(const av_tensor& t, int64_t d3, int64_t d2, int64_t d1, int64_t d0) {
-    return t.ne[0] == d0 && t.ne[1] == d1 && t.ne[2] == d2 && t.ne[3] == d3;
-}
 
 // ---------------------------------------------------------------------------------------------
 // qkv_prep
@@ -411,35 +332,10 @@ void attn_tasks(const attn_args& a, float* s, int32_t* ql, int64_t t0, int64_t t
 }  // namespace
 
 av_status av_cpu_qkv_prep(const av_qkv_prep_params& p) {
-    AV_CHECK(is_f32c(p.qkv) && is_f32c(p.q_out) && is_f32c(p.k_cache) && is_f32c(p.v_cache),
-             "qkv_prep: qkv, q_out, k_cache and v_cache must be present, non-empty, contiguous f32");
+    AV_TRY(av_check_qkv_prep(p));
     const int64_t D = p.q_out.ne[0], L = p.q_out.ne[1], H = p.q_out.ne[2], R = p.q_out.ne[3];
     const int64_t n_ctx = p.k_cache.ne[1];
-    AV_CHECK(av_tensor_nelements(p.qkv) == R * L * 3 * H * D,
-             "qkv_prep: qkv must hold [R, L, 3, H, D] = " + std::to_string(R * L * 3 * H * D) +
-                 " elements for q_out " + shape_str(R, H, L, D));
-    AV_CHECK(shape_is(p.k_cache, R, H, n_ctx, D) && shape_is(p.v_cache, R, H, n_ctx, D),
-             "qkv_prep: k_cache and v_cache must both be [R, H, n_ctx, D] with R, H, D of q_out " +
-                 shape_str(R, H, L, D));
-    AV_CHECK(p.kv_pos >= 0 && p.kv_pos + L <= n_ctx,
-             "qkv_prep: kv_pos + L (" + std::to_string(p.kv_pos) + " + " + std::to_string(L) +
-                 ") must be within n_ctx = " + std::to_string(n_ctx));
-    AV_CHECK(!overlaps(p.q_out, p.qkv) && !overlaps(p.k_cache, p.qkv) && !overlaps(p.v_cache, p.qkv) &&
-                 !overlaps(p.q_out, p.k_cache) && !overlaps(p.q_out, p.v_cache) && !overlaps(p.k_cache, p.v_cache),
-             "qkv_prep: qkv, q_out, k_cache and v_cache must not overlap");
     const bool l2 = p.l2norm != 0, rope = p.rope != 0;
-    if (av_tensor_present(p.q_scale)) {
-        AV_CHECK(l2, "qkv_prep: q_scale is applied with l2norm only; pass l2norm = 1 or drop q_scale");
-        AV_CHECK(is_f32c(p.q_scale) && av_tensor_nelements(p.q_scale) == H && p.q_scale.ne[0] == H,
-                 "qkv_prep: q_scale must be contiguous f32 [H] = [" + std::to_string(H) + "]");
-    }
-    if (rope) {
-        AV_CHECK(D % 4 == 0, "qkv_prep: rope needs D % 4 == 0, got D = " + std::to_string(D));
-        AV_CHECK(av_tensor_present(p.rope_pos) && is_f32c(p.rope_pos) && p.rope_pos.ne[0] == 2 &&
-                     av_tensor_nelements(p.rope_pos) == 2 * L,
-                 "qkv_prep: rope needs rope_pos, contiguous f32 [L, 2] = [" + std::to_string(L) + ", 2]");
-        AV_CHECK(p.rope_base > 0.0f, "qkv_prep: rope_base must be > 0");
-    }
 
     const int64_t half = D / 2;
     std::vector<float> table;  // cos [L, D/2] | sin [L, D/2] | theta [D/4]
@@ -490,34 +386,10 @@ av_status av_cpu_qkv_prep(const av_qkv_prep_params& p) {
 }
 
 av_status av_cpu_attn(const av_attn_params& p) {
-    AV_CHECK(is_f32c(p.q) && is_f32c(p.k) && is_f32c(p.v) && is_f32c(p.o),
-             "attn: q, k, v and o must be present, non-empty, contiguous f32");
+    AV_TRY(av_check_attn(p));
     const int64_t D = p.q.ne[0], Lq = p.q.ne[1], H = p.q.ne[2], R = p.q.ne[3];
     const int64_t n_ctx = p.k.ne[1];
-    AV_CHECK(shape_is(p.k, R, H, n_ctx, D) && shape_is(p.v, R, H, n_ctx, D),
-             "attn: k and v must both be [R, H, n_ctx, D] with R, H, D of q " + shape_str(R, H, Lq, D));
-    AV_CHECK(shape_is(p.o, R, Lq, H, D), "attn: o must be [R, Lq, H, D] = " + shape_str(R, Lq, H, D));
-    AV_CHECK(p.n_kv >= 1 && p.n_kv <= n_ctx,
-             "attn: n_kv must be in [1, n_ctx = " + std::to_string(n_ctx) + "], got " + std::to_string(p.n_kv));
-    AV_CHECK(!overlaps(p.o, p.q) && !overlaps(p.o, p.k) && !overlaps(p.o, p.v), "attn: o must not overlap q, k or v");
-    int64_t Rb = 1;
-    if (av_tensor_present(p.key_bias)) {
-        AV_CHECK(is_f32c(p.key_bias) && p.key_bias.ne[0] == n_ctx,
-                 "attn: key_bias must be contiguous f32 [Rb, n_ctx] with n_ctx = " + std::to_string(n_ctx));
-        Rb = av_tensor_nelements(p.key_bias) / n_ctx;
-        AV_CHECK(R % Rb == 0, "attn: key_bias rows (" + std::to_string(Rb) + ") must divide R = " + std::to_string(R));
-    }
-    if (av_tensor_present(p.kb_beta))
-        AV_CHECK(is_f32c(p.kb_beta) && p.kb_beta.ne[0] == H && av_tensor_nelements(p.kb_beta) == H,
-                 "attn: kb_beta must be contiguous f32 [H] = [" + std::to_string(H) + "]");
-    AV_CHECK(av_tensor_present(p.q_lvl) == av_tensor_present(p.k_lvl),
-             "attn: q_lvl and k_lvl must be both present or both absent");
-    if (av_tensor_present(p.q_lvl)) {
-        AV_CHECK(is_i32c(p.q_lvl) && av_tensor_nelements(p.q_lvl) == Lq && p.q_lvl.ne[0] == Lq,
-                 "attn: q_lvl must be contiguous i32 [Lq] = [" + std::to_string(Lq) + "]");
-        AV_CHECK(is_i32c(p.k_lvl) && av_tensor_nelements(p.k_lvl) == n_ctx && p.k_lvl.ne[0] == n_ctx,
-                 "attn: k_lvl must be contiguous i32 [n_ctx] = [" + std::to_string(n_ctx) + "]");
-    }
+    const int64_t Rb = av_tensor_present(p.key_bias) ? av_tensor_nelements(p.key_bias) / n_ctx : 1;
 
     attn_args a;
     a.q = static_cast<const float*>(p.q.data);

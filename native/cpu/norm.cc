@@ -14,14 +14,6 @@
 // LayerNorm splits rows over the pool; GroupNorm computes (image, group) statistics in one
 // parallel pass and applies per (image, channel) plane in a second.
 // Kernels are compiled per ISA level (baseline, AVX2+FMA, AVX-512) and picked at run time.
-//
-// GCC's default -ftrapping-math forbids if-converting the clamps and selects of the inner
-// loops below (it will not speculate a possibly trapping FP op), which leaves them scalar;
-// nothing here reads FP exception flags. Placed before every include so that all code in this
-// file shares the same FP options (inlining needs that).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math")
-#endif  // GCC
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -31,71 +23,11 @@
 #include <string>
 #include <vector>
 
+#include "../core/ops-check.h"
 #include "backend-cpu.h"
+#include "simd.h"
 
 namespace {
-
-#define AV_INLINE inline __attribute__((always_inline))
-
-#if defined(__clang__)
-#define AV_IVDEP _Pragma("clang loop vectorize(assume_safety)")
-#elif defined(__GNUC__)
-#define AV_IVDEP _Pragma("GCC ivdep")
-#else
-#define AV_IVDEP
-#endif
-
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(_M_X64))
-#define AV_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#define AV_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
-#define AV_HAVE_CLONES 1
-#endif  // x86-64
-
-// Defines `name params` running the always-inline `name##_impl args` compiled per ISA level.
-#ifdef AV_HAVE_CLONES
-#define AV_CLONES(name, params, args)                                              \
-    AV_TARGET_AVX512 void name##_avx512 params { name##_impl args; }               \
-    AV_TARGET_AVX2 void name##_avx2 params { name##_impl args; }                   \
-    void name##_base params { name##_impl args; }                                  \
-    void name params {                                                             \
-        switch (av_cpu_simd_level()) {                                             \
-            case AV_SIMD_AVX512: name##_avx512 args; return;                       \
-            case AV_SIMD_AVX2: name##_avx2 args; return;                           \
-            default: name##_base args; return;                                     \
-        }                                                                          \
-    }
-#else
-#define AV_CLONES(name, params, args) \
-    void name params { name##_impl args; }
-#endif  // AV_HAVE_CLONES
-
-// exp(x) in fp32, branch-free so that loops vectorise (a copy of elementwise.cc's: Cephes expf
-// polynomial after Cody-Waite reduction, 1.4 ulp; underflows to 0, overflows to inf).
-AV_INLINE float av_expf(float x) {
-    float xc = x < -110.0f ? -110.0f : x;
-    xc = xc > 89.0f ? 89.0f : xc;
-    // Adding 1.5*2^23 rounds xc*log2(e) to the nearest integer n in [-159, 129].
-    const float t = xc * 1.44269504088896341f + 12582912.0f;
-    const float n = t - 12582912.0f;
-    float r = xc - n * 0.693359375f;  // ln2 split into an exact high part and a correction
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    // 2^n as two normal factors 2^n1 * 2^n2, so the product underflows to exactly 0 (x <= -104)
-    // or overflows to inf (x > 88.72) the way expf does, without a compare on the result.
-    const int32_t ni = static_cast<int32_t>(n);
-    const int32_t n1 = ni >> 1, n2 = ni - n1;
-    const uint32_t b1 = static_cast<uint32_t>(n1 + 127) << 23, b2 = static_cast<uint32_t>(n2 + 127) << 23;
-    float s1, s2;
-    std::memcpy(&s1, &b1, sizeof s1);
-    std::memcpy(&s2, &b2, sizeof s2);
-    return p * s1 * s2;
-}
 
 constexpr int k_lanes = 16;     // independent f32 accumulators (one AVX-512 or two AVX2 vectors)
 constexpr int64_t k_block = 1024;  // elements per f32 partial sum before it joins the double total
@@ -164,35 +96,6 @@ AV_INLINE av_stats av_moments(const float* x, int64_t n, float eps) {
     const double lo = s1 / dn;
     const double var = std::max(0.0, s2 / dn - lo * lo);  // shifted-data variance
     return {hi, static_cast<float>(lo), static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps)))};
-}
-
-bool overlaps(const void* a, size_t na, const void* b, size_t nb) {
-    const auto pa = reinterpret_cast<uintptr_t>(a), pb = reinterpret_cast<uintptr_t>(b);
-    return pa < pb + nb && pb < pa + na;
-}
-
-bool alias_ok(const av_tensor& y, const av_tensor& x) {
-    return y.data == x.data || !overlaps(y.data, av_tensor_nbytes(y), x.data, av_tensor_nbytes(x));
-}
-
-// A present (non-null), non-empty, contiguous tensor of dtype dt. An absent operand has
-// data == nullptr and would otherwise pass as a contiguous 1x1x1x1 view.
-bool is_contig(const av_tensor& t, av_dtype dt) {
-    if (t.data == nullptr || t.dtype != dt) return false;
-    for (int i = 0; i < 4; ++i)
-        if (t.ne[i] < 1) return false;
-    return av_tensor_is_contiguous(t);
-}
-
-bool is_f32c(const av_tensor& t) { return is_contig(t, AV_F32); }
-
-bool same_ne(const av_tensor& a, const av_tensor& b) {
-    return a.ne[0] == b.ne[0] && a.ne[1] == b.ne[1] && a.ne[2] == b.ne[2] && a.ne[3] == b.ne[3];
-}
-
-// An optional per-channel vector: absent, or contiguous f32 with exactly C elements.
-bool vec_ok(const av_tensor& t, int64_t C) {
-    return !av_tensor_present(t) || (is_f32c(t) && t.ne[0] == C && av_tensor_nelements(t) == C);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -278,25 +181,10 @@ AV_CLONES(gn_plane, (const float* x, float* y, int64_t S, float mhi, float mlo, 
 }  // namespace
 
 av_status av_cpu_layernorm(const av_layernorm_params& p) {
-    AV_CHECK(is_f32c(p.x) && is_f32c(p.y), "layernorm: x and y must be present, non-empty, contiguous f32");
-    AV_CHECK(same_ne(p.x, p.y), "layernorm: y must have the shape of x");
-    AV_CHECK(alias_ok(p.y, p.x), "layernorm: y must be x itself or not overlap it");
-    AV_CHECK(p.eps >= 0.0f, "layernorm: eps must be >= 0");
+    AV_TRY(av_check_layernorm(p));
     const int64_t C = p.x.ne[0];
     const int64_t M = av_tensor_nelements(p.x) / C;
-    AV_CHECK(vec_ok(p.weight, C) && vec_ok(p.bias, C),
-             "layernorm: weight and bias must be contiguous f32 [" + std::to_string(C) + "] when present");
     const bool mod = av_tensor_present(p.scale) || av_tensor_present(p.shift);
-    if (mod) {
-        AV_CHECK(av_tensor_present(p.scale) && av_tensor_present(p.shift),
-                 "layernorm: scale and shift must be both present or both absent");
-        AV_CHECK(p.rows_per_group >= 1, "layernorm: rows_per_group must be >= 1");
-        const int64_t G = (M + p.rows_per_group - 1) / p.rows_per_group;
-        AV_CHECK(is_f32c(p.scale) && is_f32c(p.shift) && same_ne(p.scale, p.shift) && p.scale.ne[0] == C &&
-                     av_tensor_nelements(p.scale) == G * C,
-                 "layernorm: scale and shift must be contiguous f32 [" + std::to_string(G) + ", " + std::to_string(C) +
-                     "] (ceil(M/rows_per_group), C)");
-    }
     ln_args a;
     a.x = static_cast<const float*>(p.x.data);
     a.y = static_cast<float*>(p.y.data);
@@ -325,17 +213,9 @@ av_status av_cpu_layernorm(const av_layernorm_params& p) {
 }
 
 av_status av_cpu_groupnorm(const av_groupnorm_params& p) {
-    AV_CHECK(is_f32c(p.x) && is_f32c(p.y), "groupnorm: x and y must be present, non-empty, contiguous f32");
-    AV_CHECK(same_ne(p.x, p.y), "groupnorm: y must have the shape of x");
-    AV_CHECK(p.x.ne[3] == 1, "groupnorm: x must be 3-D [B, C, S] (S = H*W)");
-    AV_CHECK(alias_ok(p.y, p.x), "groupnorm: y must be x itself or not overlap it");
-    AV_CHECK(p.eps >= 0.0f, "groupnorm: eps must be >= 0");
+    AV_TRY(av_check_groupnorm(p));
     const int64_t S = p.x.ne[0], C = p.x.ne[1], B = p.x.ne[2];
     const int64_t G = p.groups;
-    AV_CHECK(G >= 1 && C % G == 0,
-             "groupnorm: groups (" + std::to_string(G) + ") must divide the channels (" + std::to_string(C) + ")");
-    AV_CHECK(vec_ok(p.weight, C) && vec_ok(p.bias, C),
-             "groupnorm: weight and bias must be contiguous f32 [" + std::to_string(C) + "] when present");
     const int64_t cg = C / G;
     std::vector<av_stats> stats;
     try {

@@ -17,43 +17,16 @@
 #include <string>
 #include <vector>
 
+#include "../core/ops-check.h"
 #include "backend-cpu.h"
 
 namespace {
 
-bool is_weight_dtype(av_dtype t) { return t == AV_F32 || t == AV_F16 || t == AV_BF16; }
-
-std::string shape_str(const av_tensor& t) {
-    return "[" + std::to_string(t.ne[3]) + ", " + std::to_string(t.ne[2]) + ", " + std::to_string(t.ne[1]) + ", " +
-           std::to_string(t.ne[0]) + "]";
-}
-
-av_status check_idx_codebook(const char* op, const av_tensor& idx, const av_tensor& codebook) {
-    AV_CHECK(av_tensor_present(idx) && av_tensor_present(codebook),
-             std::string(op) + ": idx and codebook are required");
-    AV_CHECK(idx.dtype == AV_I32 && av_tensor_is_contiguous(idx), std::string(op) + ": idx must be contiguous i32");
-    AV_CHECK(idx.ne[2] == 1 && idx.ne[3] == 1, std::string(op) + ": idx " + shape_str(idx) + " must be [B, T]");
-    AV_CHECK(is_weight_dtype(codebook.dtype) && av_tensor_is_contiguous(codebook),
-             std::string(op) + ": codebook must be contiguous f32, f16 or bf16");
-    AV_CHECK(codebook.ne[2] == 1 && codebook.ne[3] == 1,
-             std::string(op) + ": codebook " + shape_str(codebook) + " must be [V, Cv]");
-    return av_status::success();
-}
-
 av_status vq_lookup_impl(const av_vq_lookup_params& p) {
-    AV_TRY(check_idx_codebook("vq_lookup", p.idx, p.codebook));
+    AV_TRY(av_check_vq_lookup(p));
     const int64_t T = p.idx.ne[0], B = p.idx.ne[1];
     const int64_t Cv = p.codebook.ne[0], V = p.codebook.ne[1];
-    AV_CHECK(av_tensor_present(p.y) && p.y.dtype == AV_F32 && av_tensor_is_contiguous(p.y),
-             "vq_lookup: y must be contiguous f32");
     const bool cm = p.channel_major != 0;
-    const bool y_ok = cm ? (p.y.ne[0] == T && p.y.ne[1] == Cv && p.y.ne[2] == B && p.y.ne[3] == 1)
-                         : (p.y.ne[0] == Cv && p.y.ne[1] == T && p.y.ne[2] == B && p.y.ne[3] == 1);
-    AV_CHECK(y_ok,
-             "vq_lookup: y " + shape_str(p.y) + " must be " +
-                 (cm ? "[B, Cv, T] = [" + std::to_string(B) + ", " + std::to_string(Cv) + ", " + std::to_string(T)
-                     : "[B, T, Cv] = [" + std::to_string(B) + ", " + std::to_string(T) + ", " + std::to_string(Cv)) +
-                 "]");
     const int32_t* idx = static_cast<const int32_t*>(p.idx.data);
     for (int64_t i = 0; i < B * T; ++i) {
         AV_CHECK(idx[i] >= 0 && idx[i] < V, "vq_lookup: idx[" + std::to_string(i / T) + ", " + std::to_string(i % T) +
@@ -78,18 +51,10 @@ av_status vq_lookup_impl(const av_vq_lookup_params& p) {
 }
 
 av_status vq_nearest_impl(const av_vq_nearest_params& p) {
-    AV_TRY(check_idx_codebook("vq_nearest", p.idx, p.codebook));
+    AV_TRY(av_check_vq_nearest(p));
     const int64_t T = p.idx.ne[0], B = p.idx.ne[1];
     const int64_t Cv = p.codebook.ne[0], V = p.codebook.ne[1];
-    AV_CHECK(av_tensor_present(p.z) && p.z.dtype == AV_F32 && av_tensor_is_contiguous(p.z),
-             "vq_nearest: z must be contiguous f32");
     const bool cm = p.channel_major != 0;
-    const bool z_ok = cm ? (p.z.ne[0] == T && p.z.ne[1] == Cv && p.z.ne[2] == B && p.z.ne[3] == 1)
-                         : (p.z.ne[0] == Cv && p.z.ne[1] == T && p.z.ne[2] == B && p.z.ne[3] == 1);
-    AV_CHECK(z_ok, "vq_nearest: z " + shape_str(p.z) + " does not match idx [B, T] = [" + std::to_string(B) + ", " +
-                       std::to_string(T) + "] and codebook Cv = " + std::to_string(Cv) +
-                       (cm ? " as [B, Cv, T]" : " as [B, T, Cv]"));
-    AV_CHECK(V <= INT32_MAX, "vq_nearest: codebook too large for i32 indices");
 
     std::vector<double> E(static_cast<size_t>(V * Cv));
     for (int64_t i = 0; i < V * Cv; ++i) E[i] = av_cpu_load(p.codebook.data, p.codebook.dtype, i);

@@ -25,15 +25,11 @@
 #include <new>
 #include <string>
 
+#include "../core/ops-check.h"
 #include "../core/philox.h"
 #include "backend-cpu.h"
 
 namespace {
-
-std::string shape_str(const av_tensor& t) {
-    return "[" + std::to_string(t.ne[3]) + ", " + std::to_string(t.ne[2]) + ", " + std::to_string(t.ne[1]) + ", " +
-           std::to_string(t.ne[0]) + "]";
-}
 
 // Lowest index of the maximum (NaN never wins; index 0 when every entry is -inf or NaN).
 int32_t argmax_lowest(const float* g, int64_t V) {
@@ -96,28 +92,13 @@ int32_t sample_row(float* g, float* s, int32_t* order, int64_t V, int32_t top_k,
 }
 
 av_status sample_impl(const av_sample_params& p) {
-    AV_CHECK(av_tensor_present(p.logits) && av_tensor_present(p.idx), "sample: logits and idx are required");
-    AV_CHECK(p.logits.dtype == AV_F32 && av_tensor_is_contiguous(p.logits), "sample: logits must be contiguous f32");
-    AV_CHECK(p.idx.dtype == AV_I32 && av_tensor_is_contiguous(p.idx), "sample: idx must be contiguous i32");
-    // logits [R, L, V]; idx [B, L]
-    const int64_t V = p.logits.ne[0], L = p.logits.ne[1], R = p.logits.ne[2];
+    AV_TRY(av_check_sample(p));
+    // logits [R, L, V] with R = B or 2B (cfg); idx [B, L]
+    const int64_t V = p.logits.ne[0], L = p.logits.ne[1];
     const int64_t B = p.idx.ne[1];
-    AV_CHECK(p.logits.ne[3] == 1, "sample: logits " + shape_str(p.logits) + " must be [R, L, V]");
-    AV_CHECK(p.idx.ne[0] == L && p.idx.ne[2] == 1 && p.idx.ne[3] == 1,
-             "sample: idx " + shape_str(p.idx) + " must be [B, L] with L = " + std::to_string(L));
-    AV_CHECK(p.cfg == 0 || p.cfg == 1, "sample: cfg must be 0 or 1, got " + std::to_string(p.cfg));
-    AV_CHECK(R == (p.cfg ? 2 * B : B), "sample: logits have R = " + std::to_string(R) + " rows but " +
-                                           (p.cfg ? "cfg needs 2B = " + std::to_string(2 * B)
-                                                  : "B = " + std::to_string(B) + " is needed without cfg"));
-    AV_CHECK(V > 0 && V <= INT32_MAX, "sample: vocabulary size out of range");
     const bool greedy = p.top_k == 1;
     const int32_t* keys = nullptr;
-    if (!greedy) {
-        AV_CHECK(av_tensor_present(p.image_key) && p.image_key.dtype == AV_I32 &&
-                     av_tensor_is_contiguous(p.image_key) && av_tensor_nelements(p.image_key) == B,
-                 "sample: image_key must be i32 [B] with B = " + std::to_string(B) + " when sampling (top_k != 1)");
-        keys = static_cast<const int32_t*>(p.image_key.data);
-    }
+    if (!greedy) keys = static_cast<const int32_t*>(p.image_key.data);
 
     const float* Z = static_cast<const float*>(p.logits.data);
     int32_t* out = static_cast<int32_t*>(p.idx.data);

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "../core/ops-check.h"
 #include "../core/resample-weights.h"
 #include "backend-cpu.h"
 
@@ -137,25 +138,10 @@ void resample_planes(int32_t mode, const float* x, float* y, float* tmp, int64_t
     resample_cols(tmp, y, P, H, Ho, Wo, ty);
 }
 
-bool is_f32_contiguous(const av_tensor& t) { return t.dtype == AV_F32 && av_tensor_is_contiguous(t); }
-
-bool is_weight_dtype(av_dtype t) { return t == AV_F32 || t == AV_F16 || t == AV_BF16; }
-
-std::string shape_str(const av_tensor& t) {
-    return "[" + std::to_string(t.ne[3]) + ", " + std::to_string(t.ne[2]) + ", " + std::to_string(t.ne[1]) + ", " +
-           std::to_string(t.ne[0]) + "]";
-}
-
 av_status resample_impl(const av_resample_params& p) {
-    AV_CHECK(av_tensor_present(p.x) && av_tensor_present(p.y), "resample: x and y are required");
-    AV_CHECK(is_f32_contiguous(p.x) && is_f32_contiguous(p.y), "resample: x and y must be contiguous f32");
-    AV_CHECK(p.mode >= AV_RESAMPLE_BICUBIC && p.mode <= AV_RESAMPLE_PIL_BICUBIC,
-             "resample: unknown mode " + std::to_string(p.mode));
-    AV_CHECK(p.x.ne[2] == p.y.ne[2] && p.x.ne[3] == p.y.ne[3],
-             "resample: x " + shape_str(p.x) + " and y " + shape_str(p.y) + " differ in their plane count");
+    AV_TRY(av_check_resample(p));
     const int64_t P = p.x.ne[2] * p.x.ne[3];
     const int64_t H = p.x.ne[1], W = p.x.ne[0], Ho = p.y.ne[1], Wo = p.y.ne[0];
-    AV_CHECK(P > 0 && H > 0 && W > 0 && Ho > 0 && Wo > 0, "resample: empty tensor");
     std::vector<float> tmp(static_cast<size_t>(P * H * Wo));
     resample_planes(p.mode, static_cast<const float*>(p.x.data), static_cast<float*>(p.y.data), tmp.data(), P, H, W, Ho,
                     Wo);
@@ -163,38 +149,14 @@ av_status resample_impl(const av_resample_params& p) {
 }
 
 av_status upsample_accum_impl(const av_upsample_accum_params& p) {
-    AV_CHECK(av_tensor_present(p.h) && av_tensor_present(p.f_hat), "upsample_accum: h and f_hat are required");
-    AV_CHECK(is_f32_contiguous(p.h) && is_f32_contiguous(p.f_hat),
-             "upsample_accum: h and f_hat must be contiguous f32");
+    AV_TRY(av_check_upsample_accum(p));
     // h [B, Cv, ph, pw]; f_hat [B, Cv, Gh, Gw]
     const int64_t B = p.f_hat.ne[3], Cv = p.f_hat.ne[2], Gh = p.f_hat.ne[1], Gw = p.f_hat.ne[0];
     const int64_t ph = p.h.ne[1], pw = p.h.ne[0];
-    AV_CHECK(p.h.ne[3] == B && p.h.ne[2] == Cv,
-             "upsample_accum: h " + shape_str(p.h) + " does not match f_hat " + shape_str(p.f_hat) + " in [B, Cv]");
-    AV_CHECK(B > 0 && Cv > 0 && Gh > 0 && Gw > 0 && ph > 0 && pw > 0, "upsample_accum: empty tensor");
     const bool has_phi = av_tensor_present(p.phi_w);
     const bool has_bias = av_tensor_present(p.phi_b);
-    if (has_phi) {
-        AV_CHECK(is_weight_dtype(p.phi_w.dtype) && av_tensor_is_contiguous(p.phi_w),
-                 "upsample_accum: phi_w must be contiguous f32, f16 or bf16");
-        AV_CHECK(
-            p.phi_w.ne[0] == 3 && p.phi_w.ne[1] == 3 && p.phi_w.ne[2] == Cv && p.phi_w.ne[3] == Cv,
-            "upsample_accum: phi_w " + shape_str(p.phi_w) + " must be [Cv, Cv, 3, 3] with Cv = " + std::to_string(Cv));
-    }
-    if (has_bias) {
-        AV_CHECK(has_phi, "upsample_accum: phi_b given without phi_w");
-        AV_CHECK(is_f32_contiguous(p.phi_b) && av_tensor_nelements(p.phi_b) == Cv,
-                 "upsample_accum: phi_b must be f32 [Cv] with Cv = " + std::to_string(Cv));
-    }
     const bool has_next = av_tensor_present(p.next);
     const int64_t pn = p.pn_next;
-    if (has_next) {
-        AV_CHECK(pn > 0, "upsample_accum: next given with pn_next = " + std::to_string(pn));
-        AV_CHECK(is_f32_contiguous(p.next), "upsample_accum: next must be contiguous f32");
-        AV_CHECK(p.next.ne[0] == Cv && p.next.ne[1] == pn * pn && p.next.ne[2] == B && p.next.ne[3] == 1,
-                 "upsample_accum: next " + shape_str(p.next) + " must be [B, pn_next^2, Cv] = [" + std::to_string(B) +
-                     ", " + std::to_string(pn * pn) + ", " + std::to_string(Cv) + "]");
-    }
 
     const int64_t P = B * Cv, S = Gh * Gw;
     const float* h = static_cast<const float*>(p.h.data);

@@ -19,7 +19,8 @@ import { describe, expect, it } from 'vitest';
 
 import type { NativeTensor, OpParams } from '../../src/binding/types.js';
 import { addon, availableBackends, poisoned, randArray, relErr, rng } from '../helpers/index.js';
-import { refAttn, refQkvPrep, ropeAngles, ropeRotate, runOpsAtSimdLevel } from './ref.js';
+import { runOpsAtSimdLevel } from '../helpers/simd.js';
+import { refAttn, refQkvPrep, ropeAngles, ropeRotate } from './ref.js';
 
 const backends = availableBackends();
 

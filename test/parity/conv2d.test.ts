@@ -14,16 +14,12 @@
  * crossing the left/right border, K above one K block (Cin*kh*kw > 1536 AVX-512, > 768 AVX2),
  * the 1x1 fast path, a 3-channel output, non-square kernels.
  */
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-
 import { describe, expect, it } from 'vitest';
 
 import type { OpParams } from '../../src/binding/types.js';
 import { addon, availableBackends, poisoned, randArray, relErr, rng, toBf16, toF16 } from '../helpers/index.js';
+import { runOpsAtSimdLevel } from '../helpers/simd.js';
+import { refAct } from './ref.js';
 
 const backends = availableBackends();
 const TOL = 1e-5;
@@ -31,19 +27,6 @@ const TOL = 1e-5;
 type WDtype = 'f32' | 'f16' | 'bf16';
 const ACTS = { none: 0, gelu_tanh: 1, silu: 2, sigmoid: 3 } as const;
 type Act = keyof typeof ACTS;
-
-function actRef(v: number, act: number): number {
-  switch (act) {
-    case ACTS.gelu_tanh:
-      return 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v * v * v)));
-    case ACTS.silu:
-      return v / (1 + Math.exp(-v));
-    case ACTS.sigmoid:
-      return 1 / (1 + Math.exp(-v));
-    default:
-      return v;
-  }
-}
 
 interface ConvCase {
   name: string;
@@ -103,7 +86,7 @@ function refConv(c: ConvCase, x: Float32Array, w: Float32Array, bias?: Float32Ar
               }
             }
           const i = ((b * c.Cout + co) * Ho + oy) * Wo + ox;
-          y[i] = actRef(sum, act) + (res ? res[i]! : 0);
+          y[i] = refAct(sum, act) + (res ? res[i]! : 0);
         }
   return y;
 }
@@ -391,81 +374,7 @@ describe('conv2d rejects invalid operands on cpu', () => {
   });
 });
 
-// ---- the other CPU SIMD levels, in child processes (same scheme as linear.test.ts) ------------
-
-interface WireTensor {
-  b64: string;
-  kind: 'f32' | 'u16' | 'i32';
-  shape: number[];
-  dtype?: string;
-}
-
-function toWire(params: OpParams): Record<string, WireTensor | number> {
-  const out: Record<string, WireTensor | number> = {};
-  for (const [k, v] of Object.entries(params)) {
-    if (v === undefined) continue;
-    if (typeof v === 'number') out[k] = v;
-    else if (typeof v === 'object' && 'data' in v) {
-      const kind = v.data instanceof Float32Array ? 'f32' : v.data instanceof Uint16Array ? 'u16' : 'i32';
-      out[k] = {
-        b64: Buffer.from(v.data.buffer, v.data.byteOffset, v.data.byteLength).toString('base64'),
-        kind,
-        shape: v.shape,
-        dtype: v.dtype,
-      };
-    }
-  }
-  return out;
-}
-
-const loadTs = fileURLToPath(new URL('../../src/binding/load.ts', import.meta.url));
-const CHILD = `
-import { readFileSync } from 'node:fs';
-import { loadAddon } from ${JSON.stringify(loadTs)};
-const addon = loadAddon();
-const jobs = JSON.parse(readFileSync(process.env.AV_TEST_JOBS, 'utf8'));
-const kinds = { f32: Float32Array, u16: Uint16Array, i32: Int32Array };
-const outputs = [];
-for (const job of jobs) {
-  const params = {};
-  for (const [k, v] of Object.entries(job.params)) {
-    if (typeof v === 'number') { params[k] = v; continue; }
-    const bytes = Buffer.from(v.b64, 'base64');
-    const T = kinds[v.kind];
-    const data = new T(bytes.byteLength / T.BYTES_PER_ELEMENT);
-    new Uint8Array(data.buffer).set(bytes);
-    params[k] = { data, shape: v.shape, dtype: v.dtype };
-  }
-  await addon._ops('cpu', job.op, params);
-  outputs.push(Buffer.from(params.y.data.buffer).toString('base64'));
-}
-const detail = addon.backendInfo().find((b) => b.name === 'cpu').detail;
-process.stdout.write(JSON.stringify({ detail, outputs }));
-`;
-
-function runInChild(level: string, op: string, paramsList: OpParams[]): { detail: string; outputs: Float32Array[] } {
-  const dir = mkdtempSync(join(tmpdir(), 'av-conv-'));
-  try {
-    const jobsFile = join(dir, 'jobs.json');
-    writeFileSync(jobsFile, JSON.stringify(paramsList.map((p) => ({ op, params: toWire(p) }))));
-    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', CHILD], {
-      env: { ...process.env, AV_SIMD: level, AV_TEST_JOBS: jobsFile },
-      encoding: 'utf8',
-      maxBuffer: 64 << 20,
-    });
-    if (r.status !== 0) throw new Error(`child (AV_SIMD=${level}) exited with ${r.status}: ${r.stderr}`);
-    const res = JSON.parse(r.stdout) as { detail: string; outputs: string[] };
-    const outputs = res.outputs.map((b64) => {
-      const bytes = Buffer.from(b64, 'base64');
-      const f = new Float32Array(bytes.byteLength / 4);
-      new Uint8Array(f.buffer).set(bytes);
-      return f;
-    });
-    return { detail: res.detail, outputs };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
+// ---- the other CPU SIMD levels, in child processes (test/helpers/simd.ts) ---------------------
 
 describe('conv2d on the other CPU SIMD levels (child processes)', () => {
   const cases: ConvCase[] = [
@@ -512,10 +421,9 @@ describe('conv2d on the other CPU SIMD levels (child processes)', () => {
   const built = cases.map((c, i) => build(c, seedOf(c, i + 300)));
 
   it.each(['scalar', 'avx2'])('AV_SIMD=%s matches the float64 reference', (level) => {
-    const { detail, outputs } = runInChild(
+    const { detail, outputs } = runOpsAtSimdLevel(
       level,
-      'conv2d',
-      built.map((b) => b.params),
+      built.map((b) => ({ op: 'conv2d', params: b.params, out: 'y' })),
     );
     // AV_SIMD only caps the level: a machine without AVX2 runs the scalar kernels for 'avx2'.
     if (level === 'scalar') expect(detail).toMatch(/simd=scalar/);

@@ -10,7 +10,8 @@
 import { describe, expect, it } from 'vitest';
 
 import { addon, availableBackends, maxAbs, poisoned, randArray, relErr, rng, toBf16, toF16 } from '../helpers/index.js';
-import { refBinary, refModulate, refSoftmax, refUnary, runOpsAtSimdLevel } from './ref.js';
+import { runOpsAtSimdLevel } from '../helpers/simd.js';
+import { refBinary, refModulate, refSoftmax, refUnary } from './ref.js';
 
 const backends = availableBackends();
 

@@ -15,16 +15,12 @@
  * splits K into blocks with partial sums in y; odd M/N leave partial register tiles (12x32
  * AVX-512, 6x16 AVX2, 4x8 scalar).
  */
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-
 import { describe, expect, it } from 'vitest';
 
 import type { OpParams } from '../../src/binding/types.js';
 import { addon, availableBackends, poisoned, randArray, relErr, rng, toBf16, toF16 } from '../helpers/index.js';
+import { runOpsAtSimdLevel } from '../helpers/simd.js';
+import { refAct } from './ref.js';
 
 const backends = availableBackends();
 const TOL = 1e-5;
@@ -32,20 +28,6 @@ const TOL = 1e-5;
 type WDtype = 'f32' | 'f16' | 'bf16';
 const ACTS = { none: 0, gelu_tanh: 1, silu: 2, sigmoid: 3 } as const;
 type Act = keyof typeof ACTS;
-
-/** The activations of ops.h av_act, in float64. */
-function actRef(v: number, act: number): number {
-  switch (act) {
-    case ACTS.gelu_tanh:
-      return 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v * v * v)));
-    case ACTS.silu:
-      return v / (1 + Math.exp(-v));
-    case ACTS.sigmoid:
-      return 1 / (1 + Math.exp(-v));
-    default:
-      return v;
-  }
-}
 
 /** Random weights and the f32 values the kernel will see after the dtype rounding. */
 function makeWeights(
@@ -88,7 +70,7 @@ function refLinear(a: LinearRefArgs): Float64Array {
         const wr = wOff + n * K;
         for (let k = 0; k < K; k++) s += a.x[xOff + k]! * a.w[wr + k]!;
         if (a.bias) s += a.bias[n]!;
-        s = actRef(s, a.act);
+        s = refAct(s, a.act);
         if (a.gate) s *= a.gate[g * N + n]!;
         const i = (b * M + m) * N + n;
         if (a.res) s += a.res[i]!;
@@ -312,84 +294,6 @@ describe('linear rejects invalid operands on cpu', () => {
 
 // ---- the other CPU SIMD levels, in child processes ------------------------------------------
 
-/** A tensor as JSON: little-endian bytes in base64 plus the typed-array kind. */
-interface WireTensor {
-  b64: string;
-  kind: 'f32' | 'u16' | 'i32';
-  shape: number[];
-  dtype?: string;
-}
-
-function toWire(params: OpParams): Record<string, WireTensor | number> {
-  const out: Record<string, WireTensor | number> = {};
-  for (const [k, v] of Object.entries(params)) {
-    if (v === undefined) continue;
-    if (typeof v === 'number') out[k] = v;
-    else if (typeof v === 'object' && 'data' in v) {
-      const kind = v.data instanceof Float32Array ? 'f32' : v.data instanceof Uint16Array ? 'u16' : 'i32';
-      out[k] = {
-        b64: Buffer.from(v.data.buffer, v.data.byteOffset, v.data.byteLength).toString('base64'),
-        kind,
-        shape: v.shape,
-        dtype: v.dtype,
-      };
-    }
-  }
-  return out;
-}
-
-// Runs each job's op on 'cpu' and prints {detail, outputs} (outputs: the `y` bytes in base64).
-// The addon comes from loadAddon(), so ALIGNVAR_ADDON is honoured as in this process.
-const loadTs = fileURLToPath(new URL('../../src/binding/load.ts', import.meta.url));
-const CHILD = `
-import { readFileSync } from 'node:fs';
-import { loadAddon } from ${JSON.stringify(loadTs)};
-const addon = loadAddon();
-const jobs = JSON.parse(readFileSync(process.env.AV_TEST_JOBS, 'utf8'));
-const kinds = { f32: Float32Array, u16: Uint16Array, i32: Int32Array };
-const outputs = [];
-for (const job of jobs) {
-  const params = {};
-  for (const [k, v] of Object.entries(job.params)) {
-    if (typeof v === 'number') { params[k] = v; continue; }
-    const bytes = Buffer.from(v.b64, 'base64');
-    const T = kinds[v.kind];
-    const data = new T(bytes.byteLength / T.BYTES_PER_ELEMENT);
-    new Uint8Array(data.buffer).set(bytes);
-    params[k] = { data, shape: v.shape, dtype: v.dtype };
-  }
-  await addon._ops('cpu', job.op, params);
-  outputs.push(Buffer.from(params.y.data.buffer).toString('base64'));
-}
-const detail = addon.backendInfo().find((b) => b.name === 'cpu').detail;
-process.stdout.write(JSON.stringify({ detail, outputs }));
-`;
-
-/** Runs `op` on each params set in a child with AV_SIMD=level; returns the y outputs and the CPU detail. */
-function runInChild(level: string, op: string, paramsList: OpParams[]): { detail: string; outputs: Float32Array[] } {
-  const dir = mkdtempSync(join(tmpdir(), 'av-linear-'));
-  try {
-    const jobsFile = join(dir, 'jobs.json');
-    writeFileSync(jobsFile, JSON.stringify(paramsList.map((p) => ({ op, params: toWire(p) }))));
-    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', CHILD], {
-      env: { ...process.env, AV_SIMD: level, AV_TEST_JOBS: jobsFile },
-      encoding: 'utf8',
-      maxBuffer: 64 << 20,
-    });
-    if (r.status !== 0) throw new Error(`child (AV_SIMD=${level}) exited with ${r.status}: ${r.stderr}`);
-    const res = JSON.parse(r.stdout) as { detail: string; outputs: string[] };
-    const outputs = res.outputs.map((b64) => {
-      const bytes = Buffer.from(b64, 'base64');
-      const f = new Float32Array(bytes.byteLength / 4);
-      new Uint8Array(f.buffer).set(bytes);
-      return f;
-    });
-    return { detail: res.detail, outputs };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
 describe('linear on the other CPU SIMD levels (child processes)', () => {
   const cases: LinearCase[] = [
     { name: 'dot path, f16', M: 3, K: 130, N: 67, dtype: 'f16', bias: true, act: 'gelu_tanh' },
@@ -421,10 +325,9 @@ describe('linear on the other CPU SIMD levels (child processes)', () => {
   const built = cases.map((c, i) => build(c, seedOf(c, i + 300)));
 
   it.each(['scalar', 'avx2'])('AV_SIMD=%s matches the float64 reference', (level) => {
-    const { detail, outputs } = runInChild(
+    const { detail, outputs } = runOpsAtSimdLevel(
       level,
-      'linear',
-      built.map((b) => b.params),
+      built.map((b) => ({ op: 'linear', params: b.params, out: 'y' })),
     );
     // AV_SIMD only caps the level: a machine without AVX2 runs the scalar kernels for 'avx2'.
     if (level === 'scalar') expect(detail).toMatch(/simd=scalar/);

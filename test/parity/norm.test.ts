@@ -11,7 +11,8 @@
 import { describe, expect, it } from 'vitest';
 
 import { addon, availableBackends, poisoned, randArray, relErr, rng } from '../helpers/index.js';
-import { refGroupNorm, refLayerNorm, runOpsAtSimdLevel } from './ref.js';
+import { runOpsAtSimdLevel } from '../helpers/simd.js';
+import { refGroupNorm, refLayerNorm } from './ref.js';
 
 const backends = availableBackends();
 const TOL = 1e-5;
