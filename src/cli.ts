@@ -163,6 +163,9 @@ async function runUpscale(argv: string[]): Promise<number> {
       `alignvar: model ${up.model} on ${up.device}` +
         (up.fallbackReason ? ` (CUDA not used: ${up.fallbackReason})` : ''),
     );
+    // A model file may say what it is good for (e.g. an under-trained preview): always show it.
+    const status = up.modelConfig.metadata?.status;
+    if (status) log(`alignvar: note: model status: ${status}`);
     const written = new Set<string>();
     const inputs = new Set(positionals.map((p) => resolve(p)));
     for (const [i, input] of positionals.entries()) {
@@ -245,6 +248,7 @@ async function runInfo(argv: string[]): Promise<number> {
       out.push(`  transformer: depth ${c.depth}, width ${c.width}, heads ${c.heads}, vocabulary ${c.vocab}`);
       out.push(`  scales: ${c.patchNums.join(',')}; SCA ${c.sca ? 'on' : 'off'}; default cfg ${m.defaultCfg}`);
       out.push(`  VQVAE: ${c.vqCh} channels x (${c.vqChMult.join(',')}), latent ${c.cvae}`);
+      if (m.metadata.status) out.push(`  status: ${m.metadata.status}`);
     } catch (err) {
       out.push(`Model: ${model}: ${errorMessage(err)}`);
       status = 1;

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Reproduces models/alignvar-default.safetensors: stage 1 (VQVAE), stage 2 (AlignVAR, CE + HCC,
+# SCA on), the bf16 export without the encoder, and the evaluation (models/eval.json, eval.md,
+# crops/). Every stage is resumable: re-running this script continues from the checkpoints in
+# training/runs/ (gitignored).
+#
+#   training/scripts/fetch_data.sh            # once: training/data/
+#   training/scripts/train_default.sh         # CPU settings of the shipped model (~1 h on 2 cores)
+#   GPU=1 training/scripts/train_default.sh   # larger settings (spec 9.3 small config) on CUDA + bf16
+#   ABLATIONS=1 training/scripts/train_default.sh   # also the short stage-2 ablations (no SCA, no HCC)
+#
+# Presets live in training/avtrain/presets_default.py; `python3 -m avtrain.presets_default
+# {vqvae|var|export}` registers them and runs the stock stage (train_vqvae / train_var / export).
+set -euo pipefail
+cd "$(dirname "$0")/.."          # training/
+PY=${PY:-/usr/bin/python3}
+P="$PY -m avtrain.presets_default"
+MODELS=../models
+mkdir -p runs "$MODELS"
+
+if [[ "${GPU:-0}" == "1" ]]; then
+  # Larger settings for one GPU: depth 6, C 384, V 4096, VQVAE ch 64 (config.small via the
+  # gpu_default preset), 256-px schedule; bf16 autocast; mixed bicubic / Real-ESRGAN LR.
+  # (gpu_default512 = the same on the 512-px schedule; use --batch 8 there.)
+  CFG=${CFG:-gpu_default}
+  $P vqvae --config "$CFG" --out runs/vq-$CFG --steps 20000 --batch 32 --lr 4e-4 \
+      --device cuda --amp bf16 --workers 8 --log-every 50 --val-every 1000 --ckpt-every 500 --resume
+  $P var --config "$CFG" --vqvae runs/vq-$CFG/vqvae.pt --out runs/var-$CFG --steps 30000 --batch 32 \
+      --lr 4e-4 --hcc-lambda 1.0 --drop-path 0.1 --degrade mixed --lr-up random \
+      --device cuda --amp bf16 --workers 8 --log-every 50 --val-every 1000 --ckpt-every 500 --resume
+  $P export --ckpt runs/var-$CFG/var.pt --out "$MODELS/alignvar-$CFG.safetensors" --dtype bf16 --cfg 0
+  $PY -m avtrain.evaluate --model "$MODELS/alignvar-$CFG.safetensors" \
+      --out-json "$MODELS/eval-$CFG.json" --out-md "$MODELS/eval-$CFG.md"
+  exit 0
+fi
+
+# ---- CPU settings of the shipped model (preset 'default': depth 3, C 192, V 512, vq_ch 32) ----
+# stage 1: 300 steps, batch 4, lr 2e-3 (~3.3 s/step on 2 cores)
+$P vqvae --config default --out runs/vq-default --steps 300 --batch 4 --lr 2e-3 --warmup-steps 10 \
+    --log-every 5 --val-every 50 --ckpt-every 20 --resume
+# stage 2: CE + 1.0 * HCC, SCA on, mixed bicubic / Real-ESRGAN LR (~2 s/step on 2 cores)
+$P var --config default --vqvae runs/vq-default/vqvae.pt --out runs/var-default --steps ${VAR_STEPS:-400} \
+    --batch 4 --lr 1e-3 --hcc-lambda 1.0 --degrade mixed --log-every 10 --val-every 200 --ckpt-every 25 --resume
+# export: bf16 weights, no encoder, default guidance 0 (the model is trained on label 0 only)
+$P export --ckpt runs/var-default/var.pt --out "$MODELS/alignvar-default.safetensors" --dtype bf16 --cfg 0
+# evaluation through the engine (node --import tsx src/cli.ts) and the PyTorch reference
+$PY -m avtrain.evaluate --model "$MODELS/alignvar-default.safetensors" \
+    --out-json "$MODELS/eval.json" --out-md "$MODELS/eval.md" --crops "$MODELS/crops"
+
+if [[ "${ABLATIONS:-0}" == "1" ]]; then
+  # Tables 3/4 in miniature: equal short stage-2 runs of a smaller transformer (preset default_abl:
+  # depth 2, C 128) on the same VQVAE, one thread each: full (SCA + HCC), no SCA, no HCC.
+  AB=${AB_STEPS:-100}
+  for v in full:"" nosca:"--no-sca" nohcc:"--hcc-lambda 0"; do
+    name=${v%%:*}; flags=${v#*:}
+    OMP_NUM_THREADS=1 $P var --config default_abl --vqvae runs/vq-default/vqvae.pt --out runs/abl-$name \
+        --steps $AB --batch 4 --lr 1e-3 --degrade mixed --log-every 10 --val-every $AB --ckpt-every 50 --resume $flags
+  done
+fi
