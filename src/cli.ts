@@ -164,7 +164,7 @@ async function runUpscale(argv: string[]): Promise<number> {
         (up.fallbackReason ? ` (CUDA not used: ${up.fallbackReason})` : ''),
     );
     // A model file may say what it is good for (e.g. an under-trained preview): always show it.
-    const status = up.modelConfig.metadata?.status;
+    const status = (await inspectModel(up.model)).metadata.status;
     if (status) log(`alignvar: note: model status: ${status}`);
     const written = new Set<string>();
     const inputs = new Set(positionals.map((p) => resolve(p)));

@@ -160,5 +160,21 @@ describe.skipIf(!HAVE_MODEL)('alignvar (tiny model)', () => {
     expect(r.stdout).toContain(`Model: ${MODEL}`);
     expect(r.stdout).toContain('tile: 64x64 -> 256x256 (x4)');
     expect(r.stdout).toContain('default cfg 6');
+    expect(r.stdout).not.toContain('status:');
+  });
+
+  it('the embedded default model is used without --model, and its status is shown', async () => {
+    const info = await cli('info');
+    expect(info.code, info.stderr).toBe(0);
+    expect(info.stdout).toMatch(/Model: .*models\/alignvar-default\.safetensors/);
+    expect(info.stdout).toMatch(/status: preview/);
+    const input = join(dir, 'default-in.png');
+    await writeFile(input, await rgbaPng(70, 50));
+    const out = join(dir, 'default-out.png');
+    const r = await cli('upscale', input, '-o', out);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/note: model status: preview/);
+    const meta = await sharp(out).metadata();
+    expect([meta.width, meta.height, meta.channels]).toEqual([280, 200, 4]);
   });
 });
