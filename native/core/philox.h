@@ -10,13 +10,7 @@
 
 #include <cstdint>
 
-#ifndef AV_HD
-#ifdef __CUDACC__
-#define AV_HD __host__ __device__
-#else
-#define AV_HD
-#endif  // __CUDACC__
-#endif  // AV_HD
+#include "hd.h"
 
 struct av_philox4x32 {
     uint32_t v[4];

@@ -20,13 +20,7 @@
 #include <cmath>
 #include <cstdint>
 
-#ifndef AV_HD
-#ifdef __CUDACC__
-#define AV_HD __host__ __device__
-#else
-#define AV_HD
-#endif  // __CUDACC__
-#endif  // AV_HD
+#include "hd.h"
 
 // Correctly rounded multiply and add that are never contracted into an FMA.
 AV_HD inline float av_mul_rn(float a, float b) {

@@ -1,6 +1,9 @@
 /** Shared test helpers: the addon, available backends, seeded random data, error metrics. */
 import { loadAddon } from '../../src/binding/load.js';
+import { rng } from './random.js';
 import type { NativeAddon } from '../../src/binding/types.js';
+
+export { rng };
 
 export const addon: NativeAddon = loadAddon();
 
@@ -18,18 +21,6 @@ export function unavailableBackends(): { name: string; reason: string }[] {
     .backendInfo()
     .filter((b) => !b.available)
     .map((b) => ({ name: b.name, reason: b.reason }));
-}
-
-/** Deterministic PRNG (mulberry32) so failures reproduce; fresh seed per case in tests. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Uniform random f32 array in [lo, hi), never exactly zero. */

@@ -9,21 +9,10 @@ import {
   resizeInto,
   type ResampleKernel,
 } from '../../src/image/resample.js';
+import { rng } from '../helpers/random.js';
 import { pilBicubicTaps } from '../parity/ref-resample.js';
 
 const KERNELS: ResampleKernel[] = ['bicubic', 'lanczos3'];
-
-/** Seeded PRNG (mulberry32); test/helpers would load the addon, which unit tests must not. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Float64 reference written from the formulas: Keys a = -0.5 cubic and sinc(x) sinc(x/3). */
 function refKernel(kernel: ResampleKernel, x: number): number {

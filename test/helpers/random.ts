@@ -1,0 +1,13 @@
+/** Seeded random numbers for tests; no addon, so unit tests may import it. */
+
+/** Deterministic PRNG (mulberry32) so failures reproduce; fresh seed per case in tests. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
