@@ -203,13 +203,14 @@ describe('model file errors', () => {
     });
   });
 
-  it.skipIf(existsSync(DEFAULT_MODEL_PATH))('explains that the embedded default model is not there yet', async () => {
-    await expect(createUpscaler()).rejects.toMatchObject({
-      code: 'ERR_NO_MODEL',
-      message: expect.stringContaining(
-        'The embedded default model models/alignvar-default.safetensors is not in this package yet',
-      ),
-    });
+  it('loads the embedded default model when no model is given', async () => {
+    const up = await createUpscaler({ device: 'cpu' });
+    try {
+      expect(up.model).toBe(DEFAULT_MODEL_PATH);
+      expect(up.scale).toBe(4);
+    } finally {
+      await up.dispose();
+    }
   });
 
   it('rejects invalid options before touching the model', async () => {
