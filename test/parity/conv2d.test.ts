@@ -17,24 +17,13 @@
 import { describe, expect, it } from 'vitest';
 
 import type { OpParams } from '../../src/binding/types.js';
-import { addon, availableBackends, poisoned, randArray, relErr, rng, toBf16, toF16 } from '../helpers/index.js';
+import { addon, availableBackends, gemmTol, poisoned, randArray, relErr, rng, toBf16, toF16 } from '../helpers/index.js';
 import { runOpsAtSimdLevel } from '../helpers/simd.js';
 import { refAct } from './ref.js';
 
 const backends = availableBackends();
 const TOL = 1e-5;
 
-/**
- * The CUDA backend stages f32 activations as bf16 (f16 with f16 weights) for its tensor cores,
- * so its error is that rounding, not accumulation order: ~1e-3 relative. It is held to 1e-2
- * with bf16 weights and 3e-3 with f16; f32 weights take its exact fp32 path and keep 1e-5.
- */
-function tolFor(backend: string, dtype: string | undefined): number {
-  if (backend !== 'cuda') return TOL;
-  if (dtype === 'bf16') return 1e-2;
-  if (dtype === 'f16') return 3e-3;
-  return TOL;
-}
 
 type WDtype = 'f32' | 'f16' | 'bf16';
 const ACTS = { none: 0, gelu_tanh: 1, silu: 2, sigmoid: 3 } as const;
@@ -326,7 +315,7 @@ describe.each(backends)('conv2d on %s', (backend) => {
   const run = async (c: ConvCase, i: number) => {
     const { params, y, want } = build(c, seedOf(c, i));
     await addon._ops(backend, 'conv2d', params);
-    expect(relErr(y, want)).toBeLessThan(tolFor(backend, c.dtype));
+    expect(relErr(y, want)).toBeLessThan(gemmTol(backend, c.dtype, TOL));
   };
   it.each(gridCases.map((c, i) => ({ ...c, i })))('$name', (c) => run(c, c.i));
   it.each(namedCases.map((c, i) => ({ ...c, i: i + 100 })))('$name', (c) => run(c, c.i));
