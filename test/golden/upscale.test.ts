@@ -85,6 +85,17 @@ describe.skipIf(!HAVE_MODEL)('Upscaler (tiny model)', () => {
     expect(last).toEqual({ tilesDone: 24, tilesTotal: 24, scalesDone: 60, scalesTotal: 60 });
   });
 
+  it('serves concurrent calls on one upscaler (a server pattern) with the results of sequential ones', async () => {
+    const a = (await rgbaImage(70, 40)).png;
+    const b = (await rgbaImage(40, 90)).png;
+    const seqA = await up.upscale(a);
+    const seqB = await up.upscale(b);
+    const [parA, parB, parA2] = await Promise.all([up.upscale(a), up.upscale(b), up.upscale(a)]);
+    expect(parA.equals(seqA)).toBe(true);
+    expect(parB.equals(seqB)).toBe(true);
+    expect(parA2.equals(seqA)).toBe(true);
+  });
+
   it('is deterministic: same seed, same bytes, whatever the tile batch size', async () => {
     const { png } = await rgbaImage(150, 90);
     const sampled = await createUpscaler({ model: MODEL, device: 'cpu', topK: 0, topP: 0, seed: 11, tileBatch: 1 });
