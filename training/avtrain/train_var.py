@@ -39,6 +39,7 @@ from .model import AlignVAR
 from .postprocess import adain_fix, to_uint8
 from .resample import preprocess_lr
 from .trainutil import (
+    add_common_args,
     JsonlLog, StepBatches, autocast, collate, lin0_factor, param_groups, pick_device, rng_state,
     save_checkpoint, seed_everything, set_rng_state, upsample_lr,
 )
@@ -50,35 +51,15 @@ VQ_FIELDS = ("vocab", "cvae", "vq_ch", "vq_ch_mult", "vq_num_res", "vq_attn_at_l
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description="AlignVAR stage 2: transformer, CE + lambda * HCC")
-    ap.add_argument("--config", default="tiny", help="config preset: tiny, small, small512, d24")
+    add_common_args(ap, ckpt="var.pt", steps=300, lr=1e-4, wd=0.05, val_every=100)
     ap.add_argument("--vqvae", required=True, help="stage-1 checkpoint (train_vqvae's vqvae.pt)")
-    ap.add_argument("--split-file", default=None, help="validation split (default: avtrain/split.json)")
-    ap.add_argument("--data", default="training/data")
-    ap.add_argument("--out", required=True, help="run folder: var.pt and log.jsonl")
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--wd", type=float, default=0.05)
-    ap.add_argument("--beta1", type=float, default=0.9)
-    ap.add_argument("--beta2", type=float, default=0.95)
-    ap.add_argument("--clip", type=float, default=2.0)
-    ap.add_argument("--warmup-steps", type=int, default=-1, help="default: 5%% of --steps")
     ap.add_argument("--hcc-lambda", type=float, default=1.0)
     ap.add_argument("--no-sca", action="store_true", help="VARSR baseline: no SCA parameters")
     ap.add_argument("--drop-path", type=float, default=0.0, help="stochastic depth at the last block (0.1 in spec 10.3)")
     ap.add_argument("--label-smoothing", type=float, default=0.0)
     ap.add_argument("--lr-up", default="pil", choices=("pil", "random"))
     ap.add_argument("--degrade", default="realesrgan", choices=("realesrgan", "bicubic", "mixed"))
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--amp", default="none", choices=("none", "bf16"))
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--log-every", type=int, default=10)
-    ap.add_argument("--val-every", type=int, default=100)
-    ap.add_argument("--val-images", type=int, default=9)
     ap.add_argument("--val-cfg", type=float, default=0.0, help="CFG scale of the validation generations")
-    ap.add_argument("--ckpt-every", type=int, default=100)
-    ap.add_argument("--resume", action="store_true", help="continue from <out>/var.pt if it exists")
     return ap.parse_args(argv)
 
 

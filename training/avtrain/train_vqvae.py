@@ -26,6 +26,7 @@ from .config import config_from_metadata, config_to_metadata, preset
 from .data import PairDataset
 from .postprocess import to_uint8
 from .trainutil import (
+    add_common_args,
     JsonlLog, StepBatches, autocast, lin0_factor, param_groups, pick_device, rng_state, save_checkpoint,
     seed_everything, set_rng_state,
 )
@@ -34,27 +35,7 @@ from .vqvae import VQVAE
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description="AlignVAR stage 1: multi-scale VQVAE")
-    ap.add_argument("--config", default="tiny", help="config preset: tiny, small, small512, d24")
-    ap.add_argument("--split-file", default=None, help="validation split (default: avtrain/split.json)")
-    ap.add_argument("--data", default="training/data", help="folder with manifest.json (scripts/fetch_data.sh)")
-    ap.add_argument("--out", required=True, help="run folder: vqvae.pt and log.jsonl")
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=2e-4)
-    ap.add_argument("--wd", type=float, default=0.0)
-    ap.add_argument("--beta1", type=float, default=0.9)
-    ap.add_argument("--beta2", type=float, default=0.95)
-    ap.add_argument("--clip", type=float, default=2.0)
-    ap.add_argument("--warmup-steps", type=int, default=-1, help="default: 5%% of --steps")
-    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    ap.add_argument("--amp", default="none", choices=("none", "bf16"))
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--log-every", type=int, default=10)
-    ap.add_argument("--val-every", type=int, default=50)
-    ap.add_argument("--val-images", type=int, default=9)
-    ap.add_argument("--ckpt-every", type=int, default=50)
-    ap.add_argument("--resume", action="store_true", help="continue from <out>/vqvae.pt if it exists")
+    add_common_args(ap, ckpt="vqvae.pt", steps=200, lr=2e-4, wd=0.0, val_every=50)
     return ap.parse_args(argv)
 
 

@@ -4,6 +4,7 @@ resumable checkpoints."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -19,6 +20,32 @@ from .resample import pil_bicubic_resize_float
 
 # Names (substrings) exempt from weight decay (spec 10.3; VAR's no-wd list plus SCA's level_embed).
 NO_WD_KEYS = ("pos_start", "lvl_embed", "level_embed", "scale_mul", "gamma", "beta", "diffloss", "mask_lambda")
+
+
+def add_common_args(ap: argparse.ArgumentParser, *, ckpt: str, steps: int, lr: float, wd: float,
+                    val_every: int) -> None:
+    """Options both training stages share; `ckpt` names the run folder's checkpoint file."""
+    ap.add_argument("--config", default="tiny", help="config preset: tiny, small, small512, d24")
+    ap.add_argument("--split-file", default=None, help="validation split (default: avtrain/split.json)")
+    ap.add_argument("--data", default="training/data", help="folder with manifest.json (scripts/fetch_data.sh)")
+    ap.add_argument("--out", required=True, help=f"run folder: {ckpt} and log.jsonl")
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=lr)
+    ap.add_argument("--wd", type=float, default=wd)
+    ap.add_argument("--beta1", type=float, default=0.9)
+    ap.add_argument("--beta2", type=float, default=0.95)
+    ap.add_argument("--clip", type=float, default=2.0)
+    ap.add_argument("--warmup-steps", type=int, default=-1, help="default: 5%% of --steps")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    ap.add_argument("--amp", default="none", choices=("none", "bf16"))
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--val-every", type=int, default=val_every)
+    ap.add_argument("--val-images", type=int, default=9)
+    ap.add_argument("--ckpt-every", type=int, default=val_every)
+    ap.add_argument("--resume", action="store_true", help=f"continue from <out>/{ckpt} if it exists")
 
 
 def pick_device(name: str) -> torch.device:
