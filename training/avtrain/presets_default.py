@@ -18,18 +18,12 @@ Why these sizes (measured on 2 shared CPU cores, see models/MODEL_CARD.md): a ~1
 for both stages allows a few hundred to ~1.5k steps of batch 4. Only a very small transformer
 (depth 3, C 192) and a 32-channel VQVAE with one res block per level learn in that many steps,
 while the 256-px schedule (16x16 latent grid, 936-token sequence) keeps attention cheap.
-
-Workaround: if avtrain/train_vqvae.py does not compile (at the time of writing it had a misplaced
-`gen = torch.Generator().manual_seed(args.seed)` line between an `if` block and its `else:`),
-the runner loads it with that one line moved below the if/else. Nothing else is changed.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-import types
-from pathlib import Path
 
 from . import config as _config
 from .config import PATCH_NUMS_256, PATCH_NUMS_512, ModelConfig
@@ -73,32 +67,6 @@ PRESETS = {"default": default, "default_d2": default_d2, "default_d4": default_d
 _config.PRESETS.update(PRESETS)
 
 
-_BAD = "    gen = torch.Generator().manual_seed(args.seed)\n    else:\n"
-
-
-def _load_train_vqvae() -> types.ModuleType:
-    try:
-        return importlib.import_module(".train_vqvae", __package__)
-    except SyntaxError:
-        pass
-    path = Path(__file__).resolve().parent / "train_vqvae.py"
-    src = path.read_text()
-    if _BAD not in src:
-        raise RuntimeError(f"{path} does not compile and the known workaround does not apply")
-    i = src.index(_BAD)
-    src = src[:i] + "    else:\n" + src[i + len(_BAD):]
-    # the else block is one log.write(...) line; put `gen = ...` right after it
-    anchor = '        log.write({"event": "resume", "step": start, "args": vars(args)})\n'
-    j = src.index(anchor, i) + len(anchor)
-    src = src[:j] + "    gen = torch.Generator().manual_seed(args.seed)\n" + src[j:]
-    mod = types.ModuleType(f"{__package__}.train_vqvae")
-    mod.__file__ = str(path)
-    mod.__package__ = __package__
-    sys.modules[mod.__name__] = mod
-    exec(compile(src, str(path), "exec"), mod.__dict__)
-    return mod
-
-
 def _export(argv) -> None:
     import argparse
 
@@ -122,7 +90,7 @@ def main(argv=None) -> None:
         raise SystemExit("usage: python3 -m avtrain.presets_default {vqvae|var|export} [args of that stage]")
     cmd, rest = argv[0], argv[1:]
     if cmd == "vqvae":
-        _load_train_vqvae().main(rest)
+        importlib.import_module(".train_vqvae", __package__).main(rest)
     elif cmd == "var":
         importlib.import_module(".train_var", __package__).main(rest)
     else:
