@@ -40,7 +40,8 @@ Upscale options:
       --top-k <n>        top-k sampling, 0 = off (default 1: greedy)
       --top-p <x>        top-p sampling, 0-1, 0 = off (default 0.75)
       --tile-batch <n>   tiles per model batch, 1-64 (default 4)
-      --no-color-fix     keep the model's colours (default: AdaIN colour fix)
+      --color-fix <m>    adain | wavelet | none (default: the model's, else adain)
+      --no-color-fix     same as --color-fix none
       --format <f>       png | jpeg | webp | tiff | avif | gif
                          (default: from the -o extension, else the input's format)
       --quality <n>      JPEG/WebP/AVIF quality, 1-100
@@ -121,6 +122,7 @@ async function runUpscale(argv: string[]): Promise<number> {
       'top-k': { type: 'string' },
       'top-p': { type: 'string' },
       'tile-batch': { type: 'string' },
+      'color-fix': { type: 'string' },
       'no-color-fix': { type: 'boolean' },
       format: { type: 'string' },
       quality: { type: 'string' },
@@ -148,7 +150,7 @@ async function runUpscale(argv: string[]): Promise<number> {
     topK: num(values['top-k']),
     topP: num(values['top-p']),
     tileBatch: num(values['tile-batch']),
-    colorFix: values['no-color-fix'] ? 'none' : undefined,
+    colorFix: values['no-color-fix'] ? 'none' : values['color-fix'],
   } as UpscalerOptions;
   const quality = num(values.quality) as number | undefined;
 

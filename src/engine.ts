@@ -39,8 +39,8 @@ export interface EngineRunOptions {
    * never on batch composition. Default: 0, 1, ..., n-1.
    */
   imageKeys?: Int32Array | readonly number[];
-  /** Colour fix against the upsampled LR: 'adain' (default) or 'none'. */
-  colorFix?: 'adain' | 'none';
+  /** Colour fix against the upsampled LR: 'adain' (default), 'wavelet' or 'none'. */
+  colorFix?: 'adain' | 'wavelet' | 'none';
   /** Called after each scale. */
   onProgress?: (p: ScaleProgress) => void;
   /** Aborts between scales (and before prepare/decode). */
@@ -192,8 +192,8 @@ export class Engine {
     )
       throw invalidOption('options.imageKeys', `${n} int32 values`, o.imageKeys);
     const colorFix = o.colorFix ?? 'adain';
-    if (colorFix !== 'adain' && colorFix !== 'none')
-      throw invalidOption('options.colorFix', "'adain' or 'none'", o.colorFix);
+    if (colorFix !== 'adain' && colorFix !== 'wavelet' && colorFix !== 'none')
+      throw invalidOption('options.colorFix', "'adain', 'wavelet' or 'none'", o.colorFix);
 
     o.signal?.throwIfAborted();
     await rethrowNative(

@@ -15,9 +15,10 @@ export type Device = 'auto' | 'cpu' | 'cuda';
 /**
  * Colour correction of each model output tile against the bicubic-enlarged input (spec 2.2):
  * `'adain'` matches per-channel mean and standard deviation (the reference's default),
- * `'none'` keeps the model's colours.
+ * `'wavelet'` keeps the model's high-frequency bands and takes the lowest band (5 levels of a
+ * dilated blur) from the enlarged input, `'none'` keeps the model's colours.
  */
-export type ColorFix = 'adain' | 'none';
+export type ColorFix = 'adain' | 'wavelet' | 'none';
 
 /** Image formats the upscaler writes. */
 export type OutputFormat = 'png' | 'jpeg' | 'webp' | 'tiff' | 'avif' | 'gif';
@@ -25,7 +26,7 @@ export type OutputFormat = 'png' | 'jpeg' | 'webp' | 'tiff' | 'avif' | 'gif';
 /** Every {@link Device}, in documentation order. */
 export const DEVICES: readonly Device[] = Object.freeze(['auto', 'cpu', 'cuda'] as const);
 /** Every {@link ColorFix} mode. */
-export const COLOR_FIXES: readonly ColorFix[] = Object.freeze(['adain', 'none'] as const);
+export const COLOR_FIXES: readonly ColorFix[] = Object.freeze(['adain', 'wavelet', 'none'] as const);
 /** Every {@link OutputFormat}. */
 export const OUTPUT_FORMATS: readonly OutputFormat[] = Object.freeze([
   'png',
@@ -88,7 +89,10 @@ export interface UpscalerOptions {
    * Larger batches are faster on GPUs and need more memory; the output does not depend on it.
    */
   tileBatch?: number | undefined;
-  /** Colour correction of each tile (see {@link ColorFix}). Default `'adain'`. */
+  /**
+   * Colour correction of each tile (see {@link ColorFix}). Default: the model's metadata key
+   * `color_fix` when it names a mode, else `'adain'`.
+   */
   colorFix?: ColorFix | undefined;
   /**
    * Largest output image accepted, in pixels (output width x height): an integer between 1 and
@@ -152,7 +156,8 @@ export interface ResolvedUpscalerOptions {
   topK: number;
   topP: number;
   tileBatch: number;
-  colorFix: ColorFix;
+  /** Undefined until the model's default is known (see {@link UpscalerOptions.colorFix}). */
+  colorFix: ColorFix | undefined;
   maxOutputPixels: number;
 }
 
@@ -270,7 +275,7 @@ export function validateUpscalerOptions(options: unknown): ResolvedUpscalerOptio
     topK: validateInteger('topK', options.topK, 0, MAX_TOP_K, 1),
     topP: validateNumber('topP', options.topP, 0, 1, 0.75),
     tileBatch: validateInteger('tileBatch', options.tileBatch, 1, MAX_TILE_BATCH, 4),
-    colorFix: validateChoice('colorFix', options.colorFix, COLOR_FIXES, 'adain'),
+    colorFix: validateChoice('colorFix', options.colorFix, COLOR_FIXES, undefined),
     maxOutputPixels: validateInteger(
       'maxOutputPixels',
       options.maxOutputPixels,

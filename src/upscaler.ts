@@ -29,6 +29,7 @@ import { resizeInto } from './image/resample.js';
 import { TileBlender, extractTile, planTiles } from './image/tiling.js';
 import { type ModelConfig, detectConfig } from './model/config.js';
 import {
+  COLOR_FIXES,
   type ColorFix,
   type ResolvedUpscalerOptions,
   type UpscaleOptions,
@@ -83,6 +84,8 @@ export interface ModelInfo {
   metadata: Readonly<Record<string, string>>;
   /** Guidance weight used when `cfg` is not given: the metadata's `cfg`, else 6. */
   defaultCfg: number;
+  /** Colour fix used when `colorFix` is not given: the metadata's `color_fix`, else `'adain'`. */
+  defaultColorFix: ColorFix;
 }
 
 /**
@@ -194,6 +197,12 @@ function metadataCfg(metadata: Readonly<Record<string, string>>): number {
   return Number.isFinite(v) && v >= 0 && v <= MAX_CFG ? v : DEFAULT_CFG;
 }
 
+/** Reads the colour-fix default from model metadata (`color_fix`), falling back to `'adain'`. */
+function metadataColorFix(metadata: Readonly<Record<string, string>>): ColorFix {
+  const s = metadata.color_fix?.trim();
+  return (COLOR_FIXES as readonly string[]).includes(s ?? '') ? (s as ColorFix) : 'adain';
+}
+
 /** Resolves the model path and checks that the file exists, with a clear error if not. */
 async function resolveModelPath(model: string | undefined): Promise<string> {
   const path = model ?? DEFAULT_MODEL_PATH;
@@ -227,7 +236,13 @@ export async function inspectModel(model?: string): Promise<ModelInfo> {
   const path = await resolveModelPath(model);
   const file = await SafetensorsFile.open(path);
   try {
-    return { path, config: detectConfig(file, path), metadata: file.metadata, defaultCfg: metadataCfg(file.metadata) };
+    return {
+      path,
+      config: detectConfig(file, path),
+      metadata: file.metadata,
+      defaultCfg: metadataCfg(file.metadata),
+      defaultColorFix: metadataColorFix(file.metadata),
+    };
   } finally {
     await file.close();
   }
@@ -255,7 +270,9 @@ export class Upscaler {
   /** Enlargement factor (4). */
   readonly scale: number;
   /** The options in effect, defaults filled in. */
-  readonly options: Readonly<Omit<ResolvedUpscalerOptions, 'cfg' | 'model'> & { cfg: number; model: string }>;
+  readonly options: Readonly<
+    Omit<ResolvedUpscalerOptions, 'cfg' | 'model' | 'colorFix'> & { cfg: number; model: string; colorFix: ColorFix }
+  >;
   readonly #engine: Engine;
   #disposed = false;
 
@@ -288,7 +305,13 @@ export class Upscaler {
       fallbackReason =
         cuda === undefined || !cuda.compiled ? 'this build has no CUDA backend' : cuda.reason || 'CUDA is unavailable';
     }
-    return new Upscaler(engine, { ...o, model: info.path, cfg: o.cfg ?? info.defaultCfg }, fallbackReason);
+    const resolved = {
+      ...o,
+      model: info.path,
+      cfg: o.cfg ?? info.defaultCfg,
+      colorFix: o.colorFix ?? info.defaultColorFix,
+    };
+    return new Upscaler(engine, resolved, fallbackReason);
   }
 
   /**

@@ -234,8 +234,9 @@ Napi::Value av_session::decode(const Napi::CallbackInfo& info) {
     if (info.Length() >= 1 && info[0].IsObject()) {
         const std::string cf = a.string(info[0].As<Napi::Object>(), "color_fix", "adain");
         if (cf == "adain") d.color_fix = AV_COLOR_FIX_ADAIN;
+        else if (cf == "wavelet") d.color_fix = AV_COLOR_FIX_WAVELET;
         else if (cf == "none") d.color_fix = AV_COLOR_FIX_NONE;
-        else a.fail("color_fix must be 'adain' or 'none'");
+        else a.fail("color_fix must be 'adain', 'wavelet' or 'none'");
     }
     if (!a.ok()) {
         throw_type(env, "decode: " + a.err);

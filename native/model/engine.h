@@ -34,7 +34,7 @@ struct av_prepare_args {
     bool debug = false;  // keep host copies of intermediates for _debug()
 };
 
-enum av_color_fix { AV_COLOR_FIX_NONE = 0, AV_COLOR_FIX_ADAIN = 1 };
+enum av_color_fix { AV_COLOR_FIX_NONE = 0, AV_COLOR_FIX_ADAIN = 1, AV_COLOR_FIX_WAVELET = 2 };
 
 struct av_decode_args {
     int32_t color_fix = AV_COLOR_FIX_ADAIN;

@@ -145,7 +145,7 @@ export interface NativeSession {
   /** Runs scale `si` (0..K-1 in order); resolves with the sampled tokens [B, pn^2]. */
   step(si: number): Promise<Int32Array>;
   /** Decodes the batch: u8 RGB [B, S, S, 3]. */
-  decode(args?: { color_fix?: 'adain' | 'none' }): Promise<Uint8Array>;
+  decode(args?: { color_fix?: 'adain' | 'wavelet' | 'none' }): Promise<Uint8Array>;
   /**
    * Test-only: a named intermediate (hr_in, up01, lr_tokens, sg, masks, key_bias, prefix_x,
    * x, logits, f_hat, decoded); see native/model/engine.cc.

@@ -64,6 +64,7 @@ describe('alignvar (no model needed)', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('alignvar upscale <input...> -o <output> [options]');
     expect(r.stdout).toContain('--no-color-fix');
+    expect(r.stdout).toContain('--color-fix <m>    adain | wavelet | none');
   });
 
   it('exits 2 on usage errors', async () => {
@@ -82,6 +83,9 @@ describe('alignvar (no model needed)', () => {
     expect(r.stderr).toContain('Expected integer between 1 and 64 for tileBatch but received 0');
     const s = await cli('upscale', 'a.png', '-o', join(dir, 'x.png'), '--top-p', 'high');
     expect(s.stderr).toContain('Expected number between 0 and 1 for topP but received "high"');
+    const c = await cli('upscale', 'a.png', '-o', join(dir, 'x.png'), '--color-fix', 'lab');
+    expect(c.code).toBe(1);
+    expect(c.stderr).toContain('Expected one of "adain", "wavelet", "none" for colorFix but received "lab"');
   });
 
   it('info lists the backends', async () => {

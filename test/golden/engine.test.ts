@@ -119,6 +119,55 @@ interface CaseResult {
   dec?: Float32Array;
   img?: Uint8Array;
   imgAdain?: Uint8Array;
+  imgWavelet?: Uint8Array;
+}
+
+/**
+ * Float64 reference of the wavelet colour fix (spec 2.2.4) for B images: x = uint8 output
+ * [B, S, S, 3], src = upsampled LR [B, 3, S, S] in [0, 1]. Returns uint8 [B, S, S, 3] (truncation).
+ */
+function waveletFixRef(x: Uint8Array, src: Float32Array, B: number, S: number): Uint8Array {
+  const N = S * S;
+  const blur = (a: Float64Array, r: number): Float64Array => {
+    const o = new Float64Array(N);
+    const w = [1, 2, 1];
+    for (let y = 0; y < S; y++)
+      for (let q = 0; q < S; q++) {
+        let acc = 0;
+        for (let dy = 0; dy < 3; dy++)
+          for (let dx = 0; dx < 3; dx++) {
+            const yy = Math.min(S - 1, Math.max(0, y + (dy - 1) * r));
+            const xx = Math.min(S - 1, Math.max(0, q + (dx - 1) * r));
+            acc += ((w[dy]! * w[dx]!) / 16) * a[yy * S + xx]!;
+          }
+        o[y * S + q] = acc;
+      }
+    return o;
+  };
+  const split = (a: Float64Array): [Float64Array, Float64Array] => {
+    const high = new Float64Array(N);
+    let cur = a;
+    for (let r = 1; r <= 16; r *= 2) {
+      const low = blur(cur, r);
+      for (let i = 0; i < N; i++) high[i]! += cur[i]! - low[i]!;
+      cur = low;
+    }
+    return [high, cur];
+  };
+  const out = new Uint8Array(B * N * 3);
+  for (let b = 0; b < B; b++)
+    for (let c = 0; c < 3; c++) {
+      const xs = new Float64Array(N);
+      const ss = new Float64Array(N);
+      for (let i = 0; i < N; i++) {
+        xs[i] = x[(b * N + i) * 3 + c]! / 255;
+        ss[i] = src[(b * 3 + c) * N + i]!;
+      }
+      const [high] = split(xs);
+      const [, low] = split(ss);
+      for (let i = 0; i < N; i++) out[(b * N + i) * 3 + c] = Math.floor(255 * Math.min(1, Math.max(0, high[i]! + low[i]!)));
+    }
+  return out;
 }
 
 /** Runs one golden case on the session, collecting per-scale G, tokens and f_hat. */
@@ -159,6 +208,7 @@ async function runCase(
     res.img = await s.decode({ color_fix: 'none' });
     res.dec = (await s._debug('decoded')).data;
     res.imgAdain = await s.decode({ color_fix: 'adain' });
+    res.imgWavelet = await s.decode({ color_fix: 'wavelet' });
   }
   return res;
 }
@@ -258,6 +308,17 @@ describe('golden parity (tiny config, CPU, f32)', () => {
     expect(img.frac).toBeLessThan(1e-3);
     expect(adain.max).toBeLessThanOrEqual(1);
     expect(adain.frac).toBeLessThan(1e-3);
+  });
+
+  it('case a: wavelet colour fix matches a float64 reference within 1 LSB', () => {
+    const S = Math.round(Math.sqrt(caseA.img!.length / 6));
+    const ref = waveletFixRef(caseA.img!, caseA.debug.get('up01')!, 2, S);
+    const d = byteDiff(caseA.imgWavelet!, ref);
+    expect(d.max).toBeLessThanOrEqual(1);
+    expect(d.frac).toBeLessThan(1e-3);
+    // not a copy of either input: it differs from the plain output and from AdaIN's
+    expect(byteDiff(caseA.imgWavelet!, caseA.img!).frac).toBeGreaterThan(0.1);
+    expect(byteDiff(caseA.imgWavelet!, caseA.imgAdain!).frac).toBeGreaterThan(0.1);
   });
 
   it('case b (top-k 5, top-p 0.9, Philox seed 1234, cfg 3): logits, tokens and f_hat', async () => {

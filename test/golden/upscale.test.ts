@@ -4,6 +4,9 @@
  * Skipped, with the reason printed, while the fixture does not exist.
  */
 import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import sharp from 'sharp';
@@ -19,6 +22,21 @@ import {
   type Upscaler,
 } from '../../src/index.js';
 import { resizeInto } from '../../src/image/resample.js';
+import { SafetensorsFile, type SafetensorsTensorInput, writeSafetensors } from '../../src/weights/safetensors.js';
+
+/** Copies `src` with extra `__metadata__` keys (tensors unchanged) to `dst`. */
+async function withMetadata(src: string, dst: string, extra: Record<string, string>): Promise<void> {
+  const f = await SafetensorsFile.open(src);
+  try {
+    const t: Record<string, SafetensorsTensorInput> = {};
+    for (const [name, info] of f.tensors) {
+      t[name] = { dtype: info.dtype as SafetensorsTensorInput['dtype'], shape: info.shape, data: await f.read(name) };
+    }
+    await writeSafetensors(dst, t, { ...f.metadata, ...extra });
+  } finally {
+    await f.close();
+  }
+}
 
 const MODEL = fileURLToPath(new URL('../fixtures/golden/tiny-model.safetensors', import.meta.url));
 const HAVE_MODEL = existsSync(MODEL);
@@ -83,6 +101,35 @@ describe.skipIf(!HAVE_MODEL)('Upscaler (tiny model)', () => {
     // 6 x 4 tiles of 64 with overlap >= 16, batches of 4, 10 scales each.
     const last = seen[seen.length - 1]!;
     expect(last).toEqual({ tilesDone: 24, tilesTotal: 24, scalesDone: 60, scalesTotal: 60 });
+  });
+
+  it("takes cfg and colorFix defaults from the model's metadata; options override them", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'alignvar-meta-'));
+    try {
+      const path = join(dir, 'wavelet.safetensors');
+      await withMetadata(MODEL, path, { cfg: '0', color_fix: 'wavelet' });
+      const info = await inspectModel(path);
+      expect(info).toMatchObject({ defaultCfg: 0, defaultColorFix: 'wavelet' });
+      const { png } = await rgbaImage(70, 40);
+      const w = await createUpscaler({ model: path, device: 'cpu' });
+      const a = await createUpscaler({ model: path, device: 'cpu', colorFix: 'adain' });
+      try {
+        expect(w.options).toMatchObject({ cfg: 0, colorFix: 'wavelet' });
+        expect(a.options).toMatchObject({ cfg: 0, colorFix: 'adain' });
+        const outW = await w.upscale(png);
+        const outA = await a.upscale(png);
+        expect(outW.equals(outA)).toBe(false);
+        expect((await w.upscale(png, {})).equals(outW)).toBe(true);
+      } finally {
+        await w.dispose();
+        await a.dispose();
+      }
+      // an unknown value falls back to AdaIN
+      await withMetadata(MODEL, join(dir, 'odd.safetensors'), { color_fix: 'lab' });
+      expect((await inspectModel(join(dir, 'odd.safetensors'))).defaultColorFix).toBe('adain');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('serves concurrent calls on one upscaler (a server pattern) with the results of sequential ones', async () => {

@@ -26,7 +26,7 @@ describe('validateUpscalerOptions', () => {
       topK: 1,
       topP: 0.75,
       tileBatch: 4,
-      colorFix: 'adain',
+      colorFix: undefined,
       maxOutputPixels: 16384 * 16384,
     };
     expect(validateUpscalerOptions(undefined)).toEqual(defaults);
@@ -56,7 +56,7 @@ describe('validateUpscalerOptions', () => {
       topK: 1_000_000,
       topP: 1,
       tileBatch: 64,
-      colorFix: 'adain',
+      colorFix: 'wavelet',
       maxOutputPixels: 32768 * 32768,
     };
     expect(validateUpscalerOptions(hi)).toEqual(hi);
@@ -126,8 +126,8 @@ describe('validateUpscalerOptions', () => {
   });
 
   it('rejects invalid colorFix', () => {
-    rejects(v, { colorFix: 'wavelet' }, 'Expected one of "adain", "none" for colorFix but received "wavelet"');
-    rejects(v, { colorFix: false }, 'Expected one of "adain", "none" for colorFix but received false');
+    rejects(v, { colorFix: 'lab' }, 'Expected one of "adain", "wavelet", "none" for colorFix but received "lab"');
+    rejects(v, { colorFix: false }, 'Expected one of "adain", "wavelet", "none" for colorFix but received false');
   });
 
   it('rejects invalid maxOutputPixels', () => {

@@ -58,6 +58,8 @@ def parse_args(argv=None):
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     ap.add_argument("--no-engine", action="store_true", help="skip the engine (torch reference only)")
     ap.add_argument("--engine-args", default="", help="extra CLI flags, e.g. '--cfg 0'")
+    ap.add_argument("--color-fix", default=None, choices=("adain", "wavelet", "none"),
+                    help="colour fix for the engine and the reference (default: the model's metadata color_fix, else adain)")
     ap.add_argument("--keep", default=None, help="keep LR/SR PNGs in this folder instead of a temp dir")
     return ap.parse_args(argv)
 
@@ -92,11 +94,18 @@ def run_engine(model: str, inputs: List[str], outdir: str, extra: str) -> Dict:
     return {"cmd": " ".join(cmd), "wall_s": wall, "cpu_s": cpu, "n": len(inputs)}
 
 
-def run_torch(model: str, lrs: List[np.ndarray]) -> List[np.ndarray]:
+def model_color_fix(model: str) -> str:
+    from .safetensors_io import load_file
+
+    fix = load_file(model)[1].get("color_fix", "adain").strip()
+    return fix if fix in ("adain", "wavelet", "none") else "adain"
+
+
+def run_torch(model: str, lrs: List[np.ndarray], color_fix: str = "adain") -> List[np.ndarray]:
     import torch
 
     from .export import load_model
-    from .postprocess import adain_fix, to_uint8
+    from .postprocess import adain_fix, to_uint8, wavelet_fix
     from .resample import preprocess_lr
 
     var, vae, cfg = load_model(model)
@@ -114,7 +123,11 @@ def run_torch(model: str, lrs: List[np.ndarray]) -> List[np.ndarray]:
                     lr_m11, up01, lr01 = preprocess_lr(tile, cfg.hr_size)
                     f_hat, _, _ = var.generate(vae, lr_m11, lr01, cfg_scale=0.0, top_k=1)
                     dec = to_uint8(vae.decode(f_hat).float())
-                    sr[y * 4:(y + g) * 4, x * 4:(x + g) * 4] = adain_fix(dec, up01).numpy()[0]
+                    if color_fix == "adain":
+                        dec = adain_fix(dec, up01)
+                    elif color_fix == "wavelet":
+                        dec = wavelet_fix(dec, up01)
+                    sr[y * 4:(y + g) * 4, x * 4:(x + g) * 4] = dec.numpy()[0]
             outs.append(sr)
     return outs
 
@@ -142,6 +155,8 @@ def save_crop(path: Path, panels: List[np.ndarray], size: int) -> None:
 def main(argv=None) -> Dict:
     args = parse_args(argv)
     model = str(Path(args.model).resolve())
+    color_fix = args.color_fix or model_color_fix(model)
+    engine_args = f"{args.engine_args} --color-fix {color_fix}".strip()
     pairs = load_pairs(args)
     kinds = ("clean", "degraded")
     methods = ["bicubic", "lanczos3"] + ([] if args.no_engine else ["engine"]) + ([] if args.no_torch else ["torch"])
@@ -163,8 +178,8 @@ def main(argv=None) -> Dict:
             inputs.append(str(f))
     if "engine" in methods:
         # one single-image call first: the time a user sees for one output, model load included
-        one = run_engine(model, inputs[:1], str(work / "sr"), args.engine_args)
-        allr = run_engine(model, inputs, str(work / "sr"), args.engine_args)
+        one = run_engine(model, inputs[:1], str(work / "sr"), engine_args)
+        allr = run_engine(model, inputs, str(work / "sr"), engine_args)
         timing["engine_single_call"] = one
         timing["engine_all"] = allr
         timing["engine_cpu_s_per_output"] = allr["cpu_s"] / allr["n"]
@@ -175,7 +190,7 @@ def main(argv=None) -> Dict:
     if "torch" in methods:
         t0 = time.time()
         for k in kinds:
-            sr["torch"][k] = run_torch(model, [p[k] for p in pairs])
+            sr["torch"][k] = run_torch(model, [p[k] for p in pairs], color_fix)
         timing["torch_wall_s_per_output"] = (time.time() - t0) / (2 * len(pairs))
 
     per_image = []
@@ -191,14 +206,15 @@ def main(argv=None) -> Dict:
     result = {
         "model": os.path.relpath(model, str(REPO_DIR)),
         "model_bytes": os.path.getsize(model),
-        "hr_size": args.hr_size, "seed": args.seed, "n_images": len(pairs),
+        "hr_size": args.hr_size, "seed": args.seed, "n_images": len(pairs), "color_fix": color_fix,
         "images": [p["name"] for p in pairs],
         "metric_notes": "PSNR-Y / SSIM-Y: BT.601 Y, 4-px border (avtrain.metrics); sharpness: mean Sobel "
                         "magnitude of Y relative to the HR (1 = as sharp as HR)",
         "means": table, "timing": timing, "per_image": per_image,
     }
     md = [f"Validation split: {len(pairs)} images (avtrain/split.json), {args.hr_size}x{args.hr_size} HR "
-          f"centre crops, x4. PSNR-Y/SSIM-Y: BT.601, 4-px border; sharpness: Sobel energy / HR's.", "",
+          f"centre crops, x4, colour fix {color_fix}. PSNR-Y/SSIM-Y: BT.601, 4-px border; sharpness: "
+          f"Sobel energy / HR's.", "",
           "| LR input | method | PSNR-Y (dB) | SSIM-Y | sharpness |", "|---|---|---|---|---|"]
     names = {"bicubic": "bicubic (PIL)", "lanczos3": "lanczos3 (PIL)", "engine": "AlignVAR (engine)",
              "torch": "AlignVAR (PyTorch ref.)"}

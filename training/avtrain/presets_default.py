@@ -10,8 +10,9 @@ command lines work with `--config default`:
     python3 -m avtrain.presets_default export --ckpt runs/var-default/var.pt --out ../models/x.safetensors \
         --dtype bf16 --cfg 0
 
-`export` is avtrain.export plus one extra metadata key, `cfg` (the engine's default guidance
-weight; it falls back to 6 without it). The models here are trained with label 0 only (the data
+`export` is avtrain.export plus extra metadata keys: `cfg` (the engine's default guidance
+weight; it falls back to 6 without it) and, with --color-fix, `color_fix` (the engine's default
+colour fix; adain without it). The models here are trained with label 0 only (the data
 has no low-quality class), so the negative class embedding is untrained and guidance must be 0.
 
 Why these sizes (measured on 2 shared CPU cores, see models/MODEL_CARD.md): a ~1 hour CPU budget
@@ -30,7 +31,18 @@ from .config import PATCH_NUMS_256, PATCH_NUMS_512, ModelConfig
 
 
 def default() -> ModelConfig:
-    """The shipped CPU model: depth 3, C 192, 3 heads (hd 64), V 512, 256-px schedule."""
+    """The shipped CPU model: depth 3, C 192, 3 heads (hd 64), V 512; VQVAE and conditioning net
+    downsample by 8 (4 levels), so the 16x16 latent grid of the 256-px schedule covers a 128x128 HR
+    tile (32x32 LR). See models/MODEL_CARD.md for why 8x and not the spec's 16x."""
+    return ModelConfig(
+        depth=3, width=192, heads=3, mlp_ratio=4.0, vocab=512, cvae=16,
+        vq_ch=32, vq_ch_mult=(1, 2, 2, 4), vq_num_res=1, vq_attn_at_lowest=True,
+        cond_ch=(16, 32, 64, 128), patch_nums=PATCH_NUMS_256,
+    )
+
+
+def preview16() -> ModelConfig:
+    """The first CPU preview (session 1): the spec's 16x downsampling, 256x256 HR tiles."""
     return ModelConfig(
         depth=3, width=192, heads=3, mlp_ratio=4.0, vocab=512, cvae=16,
         vq_ch=32, vq_ch_mult=(1, 1, 2, 2, 4), vq_num_res=1, vq_attn_at_lowest=True,
@@ -62,7 +74,7 @@ def gpu_default512() -> ModelConfig:
     return _config.small().replace(patch_nums=PATCH_NUMS_512)
 
 
-PRESETS = {"default": default, "default_d2": default_d2, "default_d4": default_d4, "default_abl": default_abl,
+PRESETS = {"default": default, "preview16": preview16, "default_d2": default_d2, "default_d4": default_d4, "default_abl": default_abl,
            "gpu_default": gpu_default, "gpu_default512": gpu_default512}
 _config.PRESETS.update(PRESETS)
 
@@ -75,12 +87,16 @@ def _export(argv) -> None:
 
     ap = argparse.ArgumentParser(description="avtrain.export + a 'cfg' metadata key")
     ap.add_argument("--cfg", default="0", help="default guidance weight written to __metadata__['cfg']")
+    ap.add_argument("--color-fix", default=None, choices=("adain", "wavelet", "none"),
+                    help="default colour fix written to __metadata__['color_fix'] (absent: the engine uses adain)")
     own, rest = ap.parse_known_args(argv)
     ex.main(rest)
     out = rest[rest.index("--out") + 1]
     tensors, meta = load_file(out)
     meta = dict(meta)
     meta["cfg"] = str(float(own.cfg))
+    if own.color_fix:
+        meta["color_fix"] = own.color_fix
     save_file(tensors, out, meta)
 
 

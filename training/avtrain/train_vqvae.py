@@ -6,7 +6,8 @@ Loss = L1(reconstruction, HR) + VQ loss (codebook + 0.25 commitment, averaged ov
 scales, Phi applied at every scale as VAR's quantize.forward). No perceptual or adversarial
 terms: there are no pretrained networks to build them from. The codebook is initialised from
 encoder outputs of the first batch (random latent vectors plus small noise), which avoids the
-dead codes of a fresh uniform init. Checkpoints (<out>/vqvae.pt) hold the config metadata, the
+dead codes of a fresh uniform init; --restart-every re-seeds codes that fall out of use later.
+Checkpoints (<out>/vqvae.pt) hold the config metadata, the
 weights, the optimizer and RNG state; --resume continues where the last one stopped.
 Logs go to <out>/log.jsonl: loss terms every --log-every steps and validation PSNR-Y/SSIM-Y of
 the reconstruction every --val-every steps.
@@ -36,6 +37,12 @@ from .vqvae import VQVAE
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description="AlignVAR stage 1: multi-scale VQVAE")
     add_common_args(ap, ckpt="vqvae.pt", steps=200, lr=2e-4, wd=0.0, val_every=50)
+    ap.add_argument("--restart-every", type=int, default=0,
+                    help="every N steps, re-seed codes hit less than --restart-threshold times per step (0: never)")
+    ap.add_argument("--restart-threshold", type=float, default=0.5,
+                    help="EMA hits per step, summed over the scales, below which a code counts as dead")
+    ap.add_argument("--restart-until", type=float, default=0.8,
+                    help="stop re-seeding after this fraction of --steps so the codebook can settle")
     return ap.parse_args(argv)
 
 
@@ -102,11 +109,13 @@ def main(argv=None) -> None:
     else:
         log.write({"event": "resume", "step": start, "args": vars(args)})
     gen = torch.Generator().manual_seed(args.seed)
+    if ck and "gen" in ck:
+        gen.set_state(ck["gen"])
 
     def checkpoint(step):
         save_checkpoint(ckpt_path, {"cfg": config_to_metadata(cfg), "vqvae": vae.state_dict(), "opt": opt.state_dict(),
                                     "step": step, "rng": rng_state(), "record_hit": vae.quantize.record_hit,
-                                    "args": vars(args)})
+                                    "gen": gen.get_state(), "args": vars(args)})
 
     t0 = time.time()
     step = start
@@ -126,9 +135,13 @@ def main(argv=None) -> None:
         gn = torch.nn.utils.clip_grad_norm_(vae.parameters(), args.clip)
         opt.step()
         step += 1
-        if step % args.log_every == 0 or step == 1:
+        restarted = 0
+        if args.restart_every > 0 and step % args.restart_every == 0 and step <= args.restart_until * args.steps:
+            restarted = vae.quantize.restart_dead_codes(args.restart_threshold, gen)
+        if step % args.log_every == 0 or step == 1 or restarted:
             log.write({"step": step, "lr": args.lr * factor, "loss": loss, "l1": l1, "vq": vq_loss,
-                       "usage": float(np.mean(usage)), "grad_norm": gn, "sec": time.time() - t0})
+                       "usage": float(np.mean(usage)), "grad_norm": gn, "restarted": restarted,
+                       "sec": time.time() - t0})
         if step % args.val_every == 0 or step == args.steps:
             log.write({"step": step, **validate(vae, val_hr, device, args.amp)})
         if step % args.ckpt_every == 0 or step == args.steps:

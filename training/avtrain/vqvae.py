@@ -213,6 +213,24 @@ class VectorQuantizer(nn.Module):
         d = torch.addmm(d, z_NC.float(), E.t(), alpha=-2.0, beta=1.0)
         return torch.argmin(d, dim=1)
 
+    @torch.no_grad()
+    def restart_dead_codes(self, threshold: float, gen: torch.Generator) -> int:
+        """Re-seeds every code hit less than `threshold` times per step (EMA over all scales) with a
+        quantizer input of the last training forward (plus 1% noise), the usual cure for codebook
+        collapse; returns how many codes were re-seeded. Needs a training forward first."""
+        z = getattr(self, "last_z", None)
+        if z is None:
+            return 0
+        dead = (self.ema_vocab_hit_SV.sum(0) < threshold).nonzero().flatten()
+        if dead.numel() == 0:
+            return 0
+        pick = torch.randint(0, z.shape[0], (dead.numel(),), generator=gen).to(z.device)
+        new = z[pick] + torch.randn(dead.numel(), z.shape[1], generator=gen).to(z.device) * (z.std() * 0.01)
+        self.embedding.weight[dead] = new.to(self.embedding.weight.dtype)
+        # count the fresh codes as used so they get time to attract inputs before the next check
+        self.ema_vocab_hit_SV[:, dead] = threshold
+        return int(dead.numel())
+
     # ----- VQVAE training forward: Phi at all K scales (VAR's quantize.forward) -----
     def forward(self, f: torch.Tensor):
         """Returns (f_hat with straight-through grad, vq_loss, per-scale usage fractions)."""
@@ -224,10 +242,14 @@ class VectorQuantizer(nn.Module):
         K = len(self.patch_nums)
         loss = f.new_zeros(())
         hits = []
+        zs: List[torch.Tensor] = []
         for si, pn in enumerate(self.patch_nums):
             z = area_down(f_rest, pn) if si != K - 1 else f_rest
-            idx = self.nearest(z.permute(0, 2, 3, 1).reshape(-1, C))
+            z_NC = z.permute(0, 2, 3, 1).reshape(-1, C)
+            idx = self.nearest(z_NC)
             hits.append(idx.bincount(minlength=self.V).float())
+            if self.training:
+                zs.append(z_NC.detach()[torch.randperm(z_NC.shape[0], device=z_NC.device)[:256]])
             h = self.embedding(idx.view(B, pn, pn)).permute(0, 3, 1, 2)
             if si != K - 1:
                 h = bicubic_up(h, (H, W))
@@ -246,6 +268,7 @@ class VectorQuantizer(nn.Module):
                 else:
                     self.ema_vocab_hit_SV.mul_(0.99).add_(hit.mul(0.01))
                 self.record_hit += 1
+            self.last_z = torch.cat(zs)
         usage = [(h > 0).float().mean().item() for h in hits]
         f_hat = (f_hat.detach() - f_ng) + f  # straight-through to the encoder
         return f_hat, loss, usage

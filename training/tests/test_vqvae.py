@@ -113,3 +113,25 @@ def test_inference_only_vqvae_has_no_encoder():
     assert not any(k.startswith(("encoder.", "quant_conv.")) for k in v.state_dict())
     with pytest.raises(RuntimeError):
         v.img_to_f(torch.zeros(1, 3, 256, 256))
+
+
+def test_restart_dead_codes_reseeds_only_unused_codes_from_quantizer_inputs():
+    torch.manual_seed(0)
+    v = VQVAE(tiny()).train()
+    q = v.quantize
+    assert q.restart_dead_codes(0.5, torch.Generator().manual_seed(0)) == 0  # no forward yet
+    with torch.no_grad():
+        v(torch.rand(2, 3, 256, 256) * 2 - 1)
+    hits = q.ema_vocab_hit_SV.sum(0).clone()
+    before = q.embedding.weight.detach().clone()
+    dead = hits < 0.5
+    assert 0 < int(dead.sum()) < q.V
+    n = q.restart_dead_codes(0.5, torch.Generator().manual_seed(1))
+    after = q.embedding.weight.detach()
+    assert n == int(dead.sum())
+    assert torch.equal(after[~dead], before[~dead])  # live codes untouched
+    assert not torch.equal(after[dead], before[dead])
+    # every new code lies within 5% (of the inputs' spread) of some quantizer input of the last forward
+    d = torch.cdist(after[dead], q.last_z).min(1).values
+    assert float(d.max()) < 0.05 * float(q.last_z.std()) * q.Cv ** 0.5
+    assert bool((q.ema_vocab_hit_SV.sum(0)[dead] >= 0.5).all())  # fresh codes get time before the next check
