@@ -3,8 +3,9 @@
 Every size is a config value: the d24 reference (512 px, K=10, 32x32 latent grid), a tiny
 config for golden tensors and tests, and small CPU-sized models. Both the 512-px schedule
 (1,2,3,4,6,9,13,18,24,32) and the 256-px schedule (1,2,3,4,5,6,8,10,13,16) work; the latent
-grid is G = patch_nums[-1], the HR image is 16*G (VQVAE and conditioning net both downsample
-by 16) and the LR input is 4*G.
+grid is G = patch_nums[-1], the HR image is d*G, where d = 2^(len(vq_ch_mult) - 1) is the factor
+by which both the VQVAE and the conditioning net downsample (16 in the spec; the shipped CPU model
+uses 8), and the LR input is d*G/4.
 """
 
 from __future__ import annotations

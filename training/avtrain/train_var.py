@@ -36,7 +36,7 @@ from .config import config_from_metadata, config_to_metadata, preset
 from .data import PairDataset
 from .losses import total_loss
 from .model import AlignVAR
-from .postprocess import adain_fix, to_uint8
+from .postprocess import adain_fix, to_uint8, wavelet_fix
 from .resample import preprocess_lr
 from .trainutil import (
     add_common_args,
@@ -86,7 +86,7 @@ def tokenize(vae: VQVAE, hr: torch.Tensor):
 @torch.no_grad()
 def validate(var: AlignVAR, vae: VQVAE, val: Dict[str, torch.Tensor], cfg, device, args) -> Dict:
     var.eval()
-    out = {"psnr": [], "ssim": [], "psnr_raw": [], "ssim_raw": [], "ce": [], "hcc": []}
+    out = {"psnr": [], "ssim": [], "psnr_raw": [], "ssim_raw": [], "psnr_wav": [], "ssim_wav": [], "ce": [], "hcc": []}
     n = val["hr"].shape[0]
     for i in range(0, n, 4):
         hr = val["hr"][i:i + 4].to(device)
@@ -105,8 +105,11 @@ def validate(var: AlignVAR, vae: VQVAE, val: Dict[str, torch.Tensor], cfg, devic
             dec = vae.decode(f_hat)
         sr = to_uint8(dec.float()).cpu()
         fixed = adain_fix(sr, up01).numpy()
+        wav = wavelet_fix(sr, up01).numpy()
         ref = to_uint8(hr).cpu().numpy()
-        for a, b, c in zip(fixed, sr.numpy(), ref):
+        for a, b, c, w in zip(fixed, sr.numpy(), ref, wav):
+            out["psnr_wav"].append(metrics.psnr_y(w, c))
+            out["ssim_wav"].append(metrics.ssim_y(w, c))
             out["psnr"].append(metrics.psnr_y(a, c))
             out["ssim"].append(metrics.ssim_y(a, c))
             out["psnr_raw"].append(metrics.psnr_y(b, c))
@@ -114,6 +117,7 @@ def validate(var: AlignVAR, vae: VQVAE, val: Dict[str, torch.Tensor], cfg, devic
     var.train()
     return {"val_psnr_y": float(np.mean(out["psnr"])), "val_ssim_y": float(np.mean(out["ssim"])),
             "val_psnr_y_raw": float(np.mean(out["psnr_raw"])), "val_ssim_y_raw": float(np.mean(out["ssim_raw"])),
+            "val_psnr_y_wavelet": float(np.mean(out["psnr_wav"])), "val_ssim_y_wavelet": float(np.mean(out["ssim_wav"])),
             "val_ce": float(np.mean(out["ce"])), "val_hcc": float(np.mean(out["hcc"])), "n_val": n}
 
 

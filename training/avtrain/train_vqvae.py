@@ -37,6 +37,10 @@ from .vqvae import VQVAE
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description="AlignVAR stage 1: multi-scale VQVAE")
     add_common_args(ap, ckpt="vqvae.pt", steps=200, lr=2e-4, wd=0.0, val_every=50)
+    ap.add_argument("--loss", default="l1", choices=("l1", "l1-adain"),
+                    help="l1: L1(rec, HR); l1-adain: L1 after matching the reconstruction's per-channel mean and std "
+                         "to the HR's (what the engine's colour fix does at inference) + --raw-l1 x L1(rec, HR)")
+    ap.add_argument("--raw-l1", type=float, default=0.1, help="weight of the plain L1 term with --loss l1-adain")
     ap.add_argument("--restart-every", type=int, default=0,
                     help="every N steps, re-seed codes hit less than --restart-threshold times per step (0: never)")
     ap.add_argument("--restart-threshold", type=float, default=0.5,
@@ -51,6 +55,21 @@ def hr_to_u8(hr: torch.Tensor) -> np.ndarray:
     return to_uint8(hr).cpu().numpy()
 
 
+def match_stats(rec: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """rec with each image's per-channel mean and std set to ref's (ref's statistics detached): the
+    AdaIN colour fix of spec 2.2.3 with the HR standing in for the upsampled LR."""
+    m, s = rec.mean((2, 3), keepdim=True), rec.std((2, 3), keepdim=True)
+    M, S = ref.mean((2, 3), keepdim=True).detach(), ref.std((2, 3), keepdim=True).detach()
+    return (rec - m) / (s + 1e-5) * S + M
+
+
+def recon_loss(rec: torch.Tensor, hr: torch.Tensor, kind: str, raw_weight: float) -> torch.Tensor:
+    l1 = (rec - hr).abs().mean()
+    if kind == "l1":
+        return l1
+    return (match_stats(rec, hr) - hr).abs().mean() + raw_weight * l1
+
+
 @torch.no_grad()
 def init_codebook_from_data(vae: VQVAE, hr: torch.Tensor, gen: torch.Generator) -> None:
     f = vae.img_to_f(hr).float()
@@ -63,17 +82,20 @@ def init_codebook_from_data(vae: VQVAE, hr: torch.Tensor, gen: torch.Generator) 
 @torch.no_grad()
 def validate(vae: VQVAE, val_hr: torch.Tensor, device, amp: str) -> dict:
     vae.eval()
-    psnr, ssim = [], []
+    psnr, ssim, psnr_m, ssim_m = [], [], [], []
     for i in range(0, val_hr.shape[0], 4):
         hr = val_hr[i:i + 4].to(device)
         with autocast(device, amp):
             rec, _, _ = vae(hr)
-        a, b = hr_to_u8(rec.float()), hr_to_u8(hr)
-        for x, y in zip(a, b):
-            psnr.append(metrics.psnr_y(x, y))
-            ssim.append(metrics.ssim_y(x, y))
+        b = hr_to_u8(hr)
+        for out, ps, ss in ((rec.float(), psnr, ssim), (match_stats(rec.float().clamp(-1, 1), hr), psnr_m, ssim_m)):
+            for x, y in zip(hr_to_u8(out), b):
+                ps.append(metrics.psnr_y(x, y))
+                ss.append(metrics.ssim_y(x, y))
     vae.train()
-    return {"val_psnr_y": float(np.mean(psnr)), "val_ssim_y": float(np.mean(ssim)), "n_val": len(psnr)}
+    return {"val_psnr_y": float(np.mean(psnr)), "val_ssim_y": float(np.mean(ssim)),
+            "val_psnr_y_matched": float(np.mean(psnr_m)), "val_ssim_y_matched": float(np.mean(ssim_m)),
+            "n_val": len(psnr)}
 
 
 def main(argv=None) -> None:
@@ -129,7 +151,7 @@ def main(argv=None) -> None:
         with autocast(device, args.amp):
             rec, vq_loss, usage = vae(hr)
         l1 = (rec.float() - hr).abs().mean()
-        loss = l1 + vq_loss.float()
+        loss = recon_loss(rec.float(), hr, args.loss, args.raw_l1) + vq_loss.float()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(vae.parameters(), args.clip)

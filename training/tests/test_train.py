@@ -132,3 +132,22 @@ def test_both_stages_end_to_end_with_resume_and_export(tmp_path):
                     "--no-sca", "--hcc-lambda", "0", "--val-every", "5", "--ckpt-every", "1", "--degrade", "bicubic"] + common)
     ck = torch.load(os.path.join(nosca_out, "var.pt"), map_location="cpu")
     assert not any(k.startswith("sca.") for k in ck["var"]) and ck["cfg"]["sca"] == "0"
+
+
+def test_l1_adain_loss_ignores_per_channel_colour_and_contrast():
+    from avtrain.train_vqvae import match_stats, recon_loss
+
+    g = torch.Generator().manual_seed(3)
+    hr = torch.rand(2, 3, 17, 13, generator=g) * 2 - 1
+    rec = torch.rand(2, 3, 17, 13, generator=g) * 2 - 1
+    m = match_stats(rec, hr)
+    torch.testing.assert_close(m.mean((2, 3)), hr.mean((2, 3)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(m.std((2, 3)), hr.std((2, 3)), atol=1e-4, rtol=1e-4)
+    # a per-image, per-channel gain and offset changes only the raw-L1 share of the loss
+    gain = torch.rand(2, 3, 1, 1, generator=g) + 0.5
+    off = torch.rand(2, 3, 1, 1, generator=g) - 0.5
+    a = recon_loss(rec, hr, "l1-adain", 0.0)
+    b = recon_loss(rec * gain + off, hr, "l1-adain", 0.0)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+    assert recon_loss(hr, hr, "l1-adain", 0.1) < 1e-4
+    torch.testing.assert_close(recon_loss(rec, hr, "l1", 0.1), (rec - hr).abs().mean())
