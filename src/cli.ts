@@ -248,7 +248,9 @@ async function runInfo(argv: string[]): Promise<number> {
       out.push(`Model: ${m.path}`);
       out.push(`  tile: ${c.lrSize}x${c.lrSize} -> ${c.hrSize}x${c.hrSize} (x${c.hrSize / c.lrSize})`);
       out.push(`  transformer: depth ${c.depth}, width ${c.width}, heads ${c.heads}, vocabulary ${c.vocab}`);
-      out.push(`  scales: ${c.patchNums.join(',')}; SCA ${c.sca ? 'on' : 'off'}; default cfg ${m.defaultCfg}`);
+      out.push(
+        `  scales: ${c.patchNums.join(',')}; SCA ${c.sca ? 'on' : 'off'}; default cfg ${m.defaultCfg}, colour fix ${m.defaultColorFix}`,
+      );
       out.push(`  VQVAE: ${c.vqCh} channels x (${c.vqChMult.join(',')}), latent ${c.cvae}`);
       if (m.metadata.status) out.push(`  status: ${m.metadata.status}`);
     } catch (err) {

@@ -163,7 +163,7 @@ describe.skipIf(!HAVE_MODEL)('alignvar (tiny model)', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain(`Model: ${MODEL}`);
     expect(r.stdout).toContain('tile: 64x64 -> 256x256 (x4)');
-    expect(r.stdout).toContain('default cfg 6');
+    expect(r.stdout).toContain('default cfg 6, colour fix adain');
     expect(r.stdout).not.toContain('status:');
   });
 

@@ -89,6 +89,8 @@ def _export(argv) -> None:
     ap.add_argument("--cfg", default="0", help="default guidance weight written to __metadata__['cfg']")
     ap.add_argument("--color-fix", default=None, choices=("adain", "wavelet", "none"),
                     help="default colour fix written to __metadata__['color_fix'] (absent: the engine uses adain)")
+    ap.add_argument("--status", default=None, help="a one-line model status written to __metadata__['status'] "
+                    "(the CLI prints it whenever it loads the model)")
     own, rest = ap.parse_known_args(argv)
     ex.main(rest)
     out = rest[rest.index("--out") + 1]
@@ -97,6 +99,8 @@ def _export(argv) -> None:
     meta["cfg"] = str(float(own.cfg))
     if own.color_fix:
         meta["color_fix"] = own.color_fix
+    if own.status:
+        meta["status"] = own.status
     save_file(tensors, out, meta)
 
 

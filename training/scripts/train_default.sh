@@ -24,6 +24,7 @@ if [[ "${GPU:-0}" == "1" ]]; then
   # (gpu_default512 = the same on the 512-px schedule; use --batch 8 there.)
   CFG=${CFG:-gpu_default}
   $P vqvae --config "$CFG" --out runs/vq-$CFG --steps 20000 --batch 32 --lr 4e-4 \
+      --loss l1-adain --raw-l1 0.1 --restart-every 100 --restart-threshold 0.5 \
       --device cuda --amp bf16 --workers 8 --log-every 50 --val-every 1000 --ckpt-every 500 --resume
   $P var --config "$CFG" --vqvae runs/vq-$CFG/vqvae.pt --out runs/var-$CFG --steps 30000 --batch 32 \
       --lr 4e-4 --hcc-lambda 1.0 --drop-path 0.1 --degrade mixed --lr-up random \
@@ -34,13 +35,16 @@ if [[ "${GPU:-0}" == "1" ]]; then
   exit 0
 fi
 
-# ---- CPU settings of the shipped model (preset 'default': depth 3, C 192, V 512, vq_ch 32) ----
-# stage 1: 300 steps, batch 4, lr 2e-3 (~3.3 s/step on 2 cores)
-$P vqvae --config default --out runs/vq-default --steps 300 --batch 4 --lr 2e-3 --warmup-steps 10 \
-    --log-every 5 --val-every 50 --ckpt-every 20 --resume
-# stage 2: CE + 1.0 * HCC, SCA on, mixed bicubic / Real-ESRGAN LR (~2 s/step on 2 cores)
-$P var --config default --vqvae runs/vq-default/vqvae.pt --out runs/var-default --steps ${VAR_STEPS:-400} \
-    --batch 4 --lr 1e-3 --hcc-lambda 1.0 --degrade mixed --log-every 10 --val-every 200 --ckpt-every 25 --resume
+# ---- CPU settings of the shipped model (preset 'default': depth 3, C 192, V 512, VQVAE ch 32,
+# 8x downsampling: 32x32 LR -> 128x128 HR tiles) ----
+# stage 1: 1000 steps, batch 8, lr 2e-3, colour-invariant L1 (the engine's colour fix restores the
+# colours), dead codes re-seeded every 20 steps (~1.6 s/step on 2 cores)
+$P vqvae --config default --out runs/vq-default --steps 1000 --batch 8 --lr 2e-3 --warmup-steps 20 \
+    --loss l1-adain --raw-l1 0.1 --restart-every 20 --restart-threshold 0.5 \
+    --log-every 10 --val-every 100 --ckpt-every 25 --resume
+# stage 2: CE + 1.0 * HCC, SCA on, mixed bicubic / Real-ESRGAN LR
+$P var --config default --vqvae runs/vq-default/vqvae.pt --out runs/var-default --steps ${VAR_STEPS:-STAGE2_STEPS} \
+    --batch 4 --lr 1e-3 --hcc-lambda 1.0 --degrade mixed --log-every 10 --val-every 250 --ckpt-every 25 --resume
 # export: bf16 weights, no encoder, default guidance 0 (the model is trained on label 0 only)
 $P export --ckpt runs/var-default/var.pt --out "$MODELS/alignvar-default.safetensors" --dtype bf16 --cfg 0
 # evaluation through the engine (node --import tsx src/cli.ts) and the PyTorch reference
