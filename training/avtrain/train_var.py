@@ -59,6 +59,9 @@ def parse_args(argv=None):
     ap.add_argument("--attn-temp-init", type=float, default=4.0,
                     help="initial attention temperature exp(rho) of every head (spec 4.5: 4; a short run from scratch "
                          "learns local attention much sooner from a sharper start, e.g. 25)")
+    ap.add_argument("--cond-init", default="spec", choices=("spec", "he"),
+                    help="conditioning-net init: spec (trunc-normal 0.02, spec 10.3) or he (variance-preserving; "
+                         "narrow conditioning nets need it for the LR to reach the transformer)")
     ap.add_argument("--drop-path", type=float, default=0.0, help="stochastic depth at the last block (0.1 in spec 10.3)")
     ap.add_argument("--label-smoothing", type=float, default=0.0)
     ap.add_argument("--lr-up", default="pil", choices=("pil", "random"))
@@ -147,6 +150,8 @@ def main(argv=None) -> None:
     with torch.no_grad():
         for blk in var.blocks:
             blk.attn.scale_mul_1H11.fill_(math.log(args.attn_temp_init))  # overwritten by a resumed checkpoint
+    if args.cond_init == "he":
+        var.con_embedding.init_variance_preserving()
     opt = torch.optim.AdamW(param_groups(var, args.wd), lr=args.lr, betas=(args.beta1, args.beta2))
     start = 0
     if ck:

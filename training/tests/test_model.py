@@ -154,3 +154,22 @@ def test_512_schedule_end_to_end():
     f_hat, idx, inter = var.generate(vae, lr_m11, lr01, cfg_scale=6.0, top_k=1, return_intermediates=True)
     assert f_hat.shape == (1, cfg.cvae, 32, 32) and inter["dec"].shape == (1, 3, 512, 512)
     assert [i.shape[1] for i in idx] == [p * p for p in PATCH_NUMS_512]
+
+
+def test_variance_preserving_cond_init_lets_the_lr_reach_the_tokens():
+    """With the spec's 0.02 init a narrow conditioning net's tokens barely depend on the image;
+    the He init keeps the per-position spread across images at the scale of the embeddings."""
+    import avtrain.presets_default  # noqa: F401  (registers the 'default' preset)
+    from avtrain.config import preset
+    from avtrain.model import AlignVAR
+
+    cfg = preset("default")
+    torch.manual_seed(0)
+    var = AlignVAR(cfg)
+    x = torch.rand(3, 3, cfg.hr_size, cfg.hr_size) * 2 - 1
+    with torch.no_grad():
+        spec_spread = var.con_embedding(x).std(0).mean().item()
+        var.con_embedding.init_variance_preserving()
+        he_spread = var.con_embedding(x).std(0).mean().item()
+    assert spec_spread < 1e-3 * var.pos_start.std().item()
+    assert he_spread > var.pos_start.std().item()
