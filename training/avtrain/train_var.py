@@ -59,6 +59,9 @@ def parse_args(argv=None):
     ap.add_argument("--attn-temp-init", type=float, default=4.0,
                     help="initial attention temperature exp(rho) of every head (spec 4.5: 4; a short run from scratch "
                          "learns local attention much sooner from a sharper start, e.g. 25)")
+    ap.add_argument("--input-mask", type=float, default=0.0,
+                    help="fraction of teacher-forcing input tokens zeroed per step (the reference's random-masking "
+                         "hook, a no-op there): the model must then read those positions from the LR prefix")
     ap.add_argument("--cond-init", default="spec", choices=("spec", "he"),
                     help="conditioning-net init: spec (trunc-normal 0.02, spec 10.3) or he (variance-preserving; "
                          "narrow conditioning nets need it for the LR to reach the transformer)")
@@ -187,6 +190,9 @@ def main(argv=None) -> None:
         gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         lr_m11 = upsample_lr(batch["lr_u8"], cfg.hr_size, args.lr_up, gen).to(device)
         f, idx, gt, x_in = tokenize(vae, hr)
+        if args.input_mask > 0:
+            keep = torch.rand(x_in.shape[:2], generator=gen) >= args.input_mask
+            x_in = x_in * keep[..., None].to(x_in.device, x_in.dtype)
         factor = lin0_factor(step, args.steps, warmup)
         for g in opt.param_groups:
             g["lr"] = args.lr * factor

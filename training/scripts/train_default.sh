@@ -43,8 +43,8 @@ $P vqvae --config default --out runs/vq-default --steps 1000 --batch 8 --lr 2e-3
     --loss l1-adain --raw-l1 0.1 --restart-every 20 --restart-threshold 0.5 \
     --log-every 10 --val-every 100 --ckpt-every 25 --resume
 # stage 2: CE + 1.0 * HCC, SCA on, mixed bicubic / Real-ESRGAN LR
-$P var --config default --vqvae runs/vq-default/vqvae.pt --out runs/var-default --steps ${VAR_STEPS:-2200} \
-    --batch 4 --lr 1e-3 --attn-temp-init 25 --cond-init he --hcc-lambda 1.0 --degrade mixed --log-every 10 --val-every 250 --ckpt-every 25 --resume
+$P var --config default --vqvae runs/vq-default/vqvae.pt --out runs/var-default --steps ${VAR_STEPS:-2000} \
+    --batch 4 --lr 1e-3 --attn-temp-init 25 --cond-init he --input-mask 0.5 --hcc-lambda 1.0 --degrade mixed --log-every 10 --val-every 250 --ckpt-every 25 --resume
 # export: bf16 weights, no encoder, default guidance 0 (the model is trained on label 0 only)
 $P export --ckpt runs/var-default/var.pt --out "$MODELS/alignvar-default.safetensors" --dtype bf16 --cfg 0
 # evaluation through the engine (node --import tsx src/cli.ts) and the PyTorch reference

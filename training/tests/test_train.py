@@ -151,3 +151,25 @@ def test_l1_adain_loss_ignores_per_channel_colour_and_contrast():
     torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
     assert recon_loss(hr, hr, "l1-adain", 0.1) < 1e-4
     torch.testing.assert_close(recon_loss(rec, hr, "l1", 0.1), (rec - hr).abs().mean())
+
+
+def test_cpu_recipe_options_run(tmp_path):
+    """The stage options of the shipped CPU recipe (scripts/train_default.sh) on the tiny config."""
+    root, split = _fake_root(tmp_path)
+    vq_out, var_out = str(tmp_path / "vq"), str(tmp_path / "var")
+    common = ["--data", root, "--split-file", split, "--batch", "1", "--workers", "0", "--val-images", "1",
+              "--log-every", "1", "--device", "cpu"]
+    train_vqvae.main(["--config", "tiny", "--out", vq_out, "--steps", "2", "--val-every", "2", "--ckpt-every", "2",
+                      "--loss", "l1-adain", "--restart-every", "1", "--restart-threshold", "1e9"] + common)
+    recs = _records(os.path.join(vq_out, "log.jsonl"))
+    assert any(r.get("restarted", 0) > 0 for r in recs)  # every code counts as dead at this threshold
+    assert any("val_psnr_y_matched" in r for r in recs)
+    train_var.main(["--config", "tiny", "--vqvae", os.path.join(vq_out, "vqvae.pt"), "--out", var_out,
+                    "--steps", "1", "--val-every", "1", "--ckpt-every", "1", "--degrade", "bicubic",
+                    "--attn-temp-init", "25", "--cond-init", "he", "--input-mask", "0.5"] + common)
+    ck = torch.load(os.path.join(var_out, "var.pt"), map_location="cpu")
+    assert ck["step"] == 1
+    rho = ck["var"]["blocks.0.attn.scale_mul_1H11"]
+    assert torch.allclose(rho, torch.full_like(rho, math.log(25.0)), atol=0.01)  # one step of lr 2e-4 at most
+    recs = _records(os.path.join(var_out, "log.jsonl"))
+    assert any("val_psnr_y_wavelet" in r for r in recs)
