@@ -96,7 +96,8 @@ def tokenize(vae: VQVAE, hr: torch.Tensor):
 @torch.no_grad()
 def validate(var: AlignVAR, vae: VQVAE, val: Dict[str, torch.Tensor], cfg, device, args) -> Dict:
     var.eval()
-    out = {"psnr": [], "ssim": [], "psnr_raw": [], "ssim_raw": [], "psnr_wav": [], "ssim_wav": [], "ce": [], "hcc": []}
+    out = {k: [] for k in ("psnr", "ssim", "psnr_raw", "ssim_raw", "psnr_wav", "ssim_wav", "ce", "ce_lr_shuffled",
+                           "hcc")}
     n = val["hr"].shape[0]
     for i in range(0, n, 4):
         hr = val["hr"][i:i + 4].to(device)
@@ -109,6 +110,13 @@ def validate(var: AlignVAR, vae: VQVAE, val: Dict[str, torch.Tensor], cfg, devic
             logits = var.forward_train(lr_m11, lr01, label, idx, vae, x_in=x_in)
         _, st = total_loss(logits.float(), gt, f, vae, cfg.patch_nums, hcc_lambda=0.0)
         out["ce"].append(st["ce"].item())
+        # the same targets with another image's LR (rolled within the batch): equal CE means the
+        # model does not read the LR at all
+        roll = lambda t: torch.roll(t, 1, dims=0)  # noqa: E731
+        with autocast(device, args.amp):
+            logits_sh = var.forward_train(roll(lr_m11), roll(lr01), label, idx, vae, x_in=x_in)
+        _, st_sh = total_loss(logits_sh.float(), gt, f, vae, cfg.patch_nums, hcc_lambda=0.0)
+        out["ce_lr_shuffled"].append(st_sh["ce"].item())
         out["hcc"].append(st["hcc"].item())
         with autocast(device, args.amp):
             f_hat, _, _ = var.generate(vae, lr_m11, lr01, cfg_scale=args.val_cfg, top_k=1)
@@ -128,7 +136,8 @@ def validate(var: AlignVAR, vae: VQVAE, val: Dict[str, torch.Tensor], cfg, devic
     return {"val_psnr_y": float(np.mean(out["psnr"])), "val_ssim_y": float(np.mean(out["ssim"])),
             "val_psnr_y_raw": float(np.mean(out["psnr_raw"])), "val_ssim_y_raw": float(np.mean(out["ssim_raw"])),
             "val_psnr_y_wavelet": float(np.mean(out["psnr_wav"])), "val_ssim_y_wavelet": float(np.mean(out["ssim_wav"])),
-            "val_ce": float(np.mean(out["ce"])), "val_hcc": float(np.mean(out["hcc"])), "n_val": n}
+            "val_ce": float(np.mean(out["ce"])), "val_ce_lr_shuffled": float(np.mean(out["ce_lr_shuffled"])),
+            "val_hcc": float(np.mean(out["hcc"])), "n_val": n}
 
 
 def bicubic_baseline(val: Dict[str, torch.Tensor], cfg) -> Dict:

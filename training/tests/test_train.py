@@ -172,4 +172,4 @@ def test_cpu_recipe_options_run(tmp_path):
     rho = ck["var"]["blocks.0.attn.scale_mul_1H11"]
     assert torch.allclose(rho, torch.full_like(rho, math.log(25.0)), atol=0.01)  # one step of lr 2e-4 at most
     recs = _records(os.path.join(var_out, "log.jsonl"))
-    assert any("val_psnr_y_wavelet" in r for r in recs)
+    assert any("val_psnr_y_wavelet" in r and "val_ce_lr_shuffled" in r for r in recs)
