@@ -171,13 +171,15 @@ describe.skipIf(!HAVE_MODEL)('alignvar (tiny model)', () => {
     const info = await cli('info');
     expect(info.code, info.stderr).toBe(0);
     expect(info.stdout).toMatch(/Model: .*models\/alignvar-default\.safetensors/);
-    expect(info.stdout).toMatch(/status: preview/);
+    expect(info.stdout).toContain('tile: 32x32 -> 128x128 (x4)');
+    expect(info.stdout).toContain('default cfg 0, colour fix wavelet');
+    expect(info.stdout).toMatch(/status: .*models\/MODEL_CARD\.md/);
     const input = join(dir, 'default-in.png');
     await writeFile(input, await rgbaPng(70, 50));
     const out = join(dir, 'default-out.png');
     const r = await cli('upscale', input, '-o', out);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(/note: model status: preview/);
+    expect(r.stderr).toMatch(/note: model status: .*MODEL_CARD/);
     const meta = await sharp(out).metadata();
     expect([meta.width, meta.height, meta.channels]).toEqual([280, 200, 4]);
   });

@@ -165,7 +165,8 @@ function waveletFixRef(x: Uint8Array, src: Float32Array, B: number, S: number): 
       }
       const [high] = split(xs);
       const [, low] = split(ss);
-      for (let i = 0; i < N; i++) out[(b * N + i) * 3 + c] = Math.floor(255 * Math.min(1, Math.max(0, high[i]! + low[i]!)));
+      for (let i = 0; i < N; i++)
+        out[(b * N + i) * 3 + c] = Math.floor(255 * Math.min(1, Math.max(0, high[i]! + low[i]!)));
     }
   return out;
 }

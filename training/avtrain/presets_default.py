@@ -15,10 +15,11 @@ weight; it falls back to 6 without it) and, with --color-fix, `color_fix` (the e
 colour fix; adain without it). The models here are trained with label 0 only (the data
 has no low-quality class), so the negative class embedding is untrained and guidance must be 0.
 
-Why these sizes (measured on 2 shared CPU cores, see models/MODEL_CARD.md): a ~1 hour CPU budget
-for both stages allows a few hundred to ~1.5k steps of batch 4. Only a very small transformer
-(depth 3, C 192) and a 32-channel VQVAE with one res block per level learn in that many steps,
-while the 256-px schedule (16x16 latent grid, 936-token sequence) keeps attention cheap.
+Why these sizes (measured on 2 CPU cores, see models/MODEL_CARD.md): a ~1 hour CPU budget allows
+~1,000 stage-1 steps of batch 8 and ~2,000 stage-2 steps of batch 4. The transformer is very small
+(depth 3, C 192). The VQVAE (ch 32) and the conditioning net downsample by 8, not 16, so the 936
+tokens of the 256-px schedule describe a 128x128 tile: four times the token rate of the spec's
+16x, which a VQVAE this small needs to reconstruct anything.
 """
 
 from __future__ import annotations
