@@ -45,10 +45,13 @@ $P vqvae --config default --out runs/vq-default --steps 1000 --batch 8 --lr 2e-3
 # stage 2: CE + 1.0 * HCC, SCA on, mixed bicubic / Real-ESRGAN LR
 $P var --config default --vqvae runs/vq-default/vqvae.pt --out runs/var-default --steps ${VAR_STEPS:-2000} \
     --batch 4 --lr 1e-3 --attn-temp-init 25 --cond-init he --input-mask 0.5 --hcc-lambda 1.0 --degrade mixed --log-every 10 --val-every 250 --ckpt-every 25 --resume
+# stage 2b: continue the same run to 2,900 steps (lin0 recomputed over 2,900 steps: a warm restart at ~4.7e-4)
+$P var --config default --vqvae runs/vq-default/vqvae.pt --out runs/var-default --steps ${VAR_STEPS_B:-2900} \
+    --batch 4 --lr 1e-3 --attn-temp-init 25 --cond-init he --input-mask 0.5 --hcc-lambda 1.0 --degrade mixed --log-every 10 --val-every 300 --ckpt-every 25 --resume
 # export: bf16 weights, no encoder, default guidance 0 (the model is trained on label 0 only),
 # default colour fix wavelet (better than AdaIN on every validation figure but sharpness), a status line
 $P export --ckpt runs/var-default/var.pt --out "$MODELS/alignvar-default.safetensors" --dtype bf16 --cfg 0 \
-    --color-fix wavelet --status "${STATUS:-small CPU-trained model (2 CPU cores, 1 h): a soft x4 upscale, close to but below lanczos3 on validation PSNR-Y/SSIM-Y and less sharp; see models/MODEL_CARD.md}"
+    --color-fix wavelet --status "${STATUS:-small CPU-trained model (2 CPU cores, 1 h 20 min): a soft x4 upscale, close to but below lanczos3 on validation PSNR-Y/SSIM-Y and less sharp; see models/MODEL_CARD.md}"
 # evaluation through the engine (node --import tsx src/cli.ts) and the PyTorch reference
 $PY -m avtrain.evaluate --model "$MODELS/alignvar-default.safetensors" \
     --out-json "$MODELS/eval.json" --out-md "$MODELS/eval.md" --crops "$MODELS/crops"
