@@ -112,9 +112,8 @@ def validate(var: AlignVAR, vae: VQVAE, val: Dict[str, torch.Tensor], cfg, devic
         out["ce"].append(st["ce"].item())
         # the same targets with another image's LR (rolled within the batch): equal CE means the
         # model does not read the LR at all
-        roll = lambda t: torch.roll(t, 1, dims=0)  # noqa: E731
         with autocast(device, args.amp):
-            logits_sh = var.forward_train(roll(lr_m11), roll(lr01), label, idx, vae, x_in=x_in)
+            logits_sh = var.forward_train(lr_m11.roll(1, 0), lr01.roll(1, 0), label, idx, vae, x_in=x_in)
         _, st_sh = total_loss(logits_sh.float(), gt, f, vae, cfg.patch_nums, hcc_lambda=0.0)
         out["ce_lr_shuffled"].append(st_sh["ce"].item())
         out["hcc"].append(st["hcc"].item())

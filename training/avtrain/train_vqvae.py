@@ -2,13 +2,14 @@
 
     cd training && python3 -m avtrain.train_vqvae --config tiny --out runs/vq-tiny --steps 200
 
-Loss = L1(reconstruction, HR) + VQ loss (codebook + 0.25 commitment, averaged over the K
-scales, Phi applied at every scale as VAR's quantize.forward). No perceptual or adversarial
-terms: there are no pretrained networks to build them from. The codebook is initialised from
-encoder outputs of the first batch (random latent vectors plus small noise), which avoids the
-dead codes of a fresh uniform init; --restart-every re-seeds codes that fall out of use later.
-Checkpoints (<out>/vqvae.pt) hold the config metadata, the
-weights, the optimizer and RNG state; --resume continues where the last one stopped.
+Loss = L1(reconstruction, HR) (or, with --loss l1-adain, L1 after matching the reconstruction's
+per-channel mean/std to the HR's, plus --raw-l1 x L1) + VQ loss (codebook + 0.25 commitment,
+averaged over the K scales, Phi applied at every scale as VAR's quantize.forward). No perceptual
+or adversarial terms: there are no pretrained networks to build them from. The codebook is
+initialised from encoder outputs of the first batch (random latent vectors plus small noise),
+which avoids the dead codes of a fresh uniform init; --restart-every re-seeds codes that fall out
+of use later. Checkpoints (<out>/vqvae.pt) hold the config metadata, the weights, the optimizer
+and RNG state; --resume continues where the last one stopped.
 Logs go to <out>/log.jsonl: loss terms every --log-every steps and validation PSNR-Y/SSIM-Y of
 the reconstruction every --val-every steps.
 """
@@ -63,11 +64,12 @@ def match_stats(rec: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return (rec - m) / (s + 1e-5) * S + M
 
 
-def recon_loss(rec: torch.Tensor, hr: torch.Tensor, kind: str, raw_weight: float) -> torch.Tensor:
+def recon_loss(rec: torch.Tensor, hr: torch.Tensor, kind: str, raw_weight: float):
+    """Returns (reconstruction loss, plain L1) for --loss `kind`."""
     l1 = (rec - hr).abs().mean()
     if kind == "l1":
-        return l1
-    return (match_stats(rec, hr) - hr).abs().mean() + raw_weight * l1
+        return l1, l1
+    return (match_stats(rec, hr) - hr).abs().mean() + raw_weight * l1, l1
 
 
 @torch.no_grad()
@@ -150,8 +152,8 @@ def main(argv=None) -> None:
             g["lr"] = args.lr * factor
         with autocast(device, args.amp):
             rec, vq_loss, usage = vae(hr)
-        l1 = (rec.float() - hr).abs().mean()
-        loss = recon_loss(rec.float(), hr, args.loss, args.raw_l1) + vq_loss.float()
+        rec_loss, l1 = recon_loss(rec.float(), hr, args.loss, args.raw_l1)
+        loss = rec_loss + vq_loss.float()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(vae.parameters(), args.clip)
