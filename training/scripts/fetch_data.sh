@@ -5,6 +5,13 @@
 #   mate-backgrounds   usr/share/backgrounds/mate/nature/*.jpg    (12 photos, GPL-2+)
 #   python3-skimage    usr/lib/python3/dist-packages/skimage/data (allowlisted natural photos)
 #   ukui-wallpapers    usr/share/backgrounds/*                    (allowlisted continuous-tone renders)
+#   lomiri-wallpapers-20.04  usr/share/backgrounds/*.jpg          (allowlisted photos: 1 of 4)
+#   python3-sklearn    usr/lib/python3/dist-packages/sklearn/datasets/images/*.jpg (2 photos)
+# Looked at and not used (issue 11, each image viewed):
+#   gnome-backgrounds 43.1-1: 16 .webp wallpapers, all renders or patterns (wood stripes, licorice,
+#     adwaita, pixels, truchet, grid, symbolic, vnc): no photograph.
+#   python3-matplotlib 3.6.3-1: ships no sample images (its sample_data lives in
+#     python-matplotlib-data, which is not an allowed source); only plot baselines and icons.
 #
 # Each package is fetched with `apt-get download` (never installed) and unpacked with `dpkg -x`.
 # The chosen files are copied to training/data/raw/<package>/ with the package's copyright file.
@@ -35,7 +42,7 @@ for arg in "$@"; do
   esac
 done
 
-packages=(mate-backgrounds python3-skimage ukui-wallpapers)
+packages=(mate-backgrounds python3-skimage ukui-wallpapers lomiri-wallpapers-20.04 python3-sklearn)
 
 # skimage data: the natural photographs only. Left out, with the reason:
 #   text.png bw_text.png page.png          text / document scans
@@ -56,6 +63,12 @@ skimage_keep=(
 # and hard edges (calla, city, desert, firstgeneration, focal-ubuntukylin, goldfish, rollpaper,
 # the-mouse).
 ukui_keep=(2004default.jpg fluent-color.png rhythm.jpg string.jpg)
+# lomiri-wallpapers-20.04: Kleiber (a nuthatch on a tree trunk, bokeh) is a photograph. Left out:
+# Fossa (3-D render), Infinite-Sea (a star-field composite over a synthetic gradient), Painting-Colors
+# (flat colour bands).
+lomiri_keep=(Kleiber_by_Lukas_Baubkus.jpg)
+# python3-sklearn: both sample images are photographs.
+sklearn_keep=(china.jpg flower.jpg)
 
 mkdir -p "$data/.debs" "$data/raw"
 work="$(mktemp -d)"
@@ -105,6 +118,8 @@ mapfile -t mate_keep < <(cd "$mate_dir" && ls | grep -iE '\.(jpe?g|png)$' | LC_A
 copy_set mate-backgrounds "$mate_dir" "${mate_keep[@]}"
 copy_set python3-skimage "$work/python3-skimage/usr/lib/python3/dist-packages/skimage/data" "${skimage_keep[@]}"
 copy_set ukui-wallpapers "$work/ukui-wallpapers/usr/share/backgrounds" "${ukui_keep[@]}"
+copy_set lomiri-wallpapers-20.04 "$work/lomiri-wallpapers-20.04/usr/share/backgrounds" "${lomiri_keep[@]}"
+copy_set python3-sklearn "$work/python3-sklearn/usr/lib/python3/dist-packages/sklearn/datasets/images" "${sklearn_keep[@]}"
 
 "$py" - "$data" "$split_json" "$resplit" "$work" <<'EOF'
 import hashlib, json, sys
@@ -154,6 +169,25 @@ if split_json.exists() and not resplit:
     if missing:
         sys.exit(f"split.json lists validation images that are not in the fetched data: {missing}; "
                  "the packages changed. Re-run with --resplit and commit the new split.json")
+    # Widening without reshuffling: the existing validation entries stay. A source that split.json
+    # does not know yet (not in its "sources", or, for a file without that list, with no val entry)
+    # adds its first floor(g / 2) groups, sorted by min member sha256, to val; then it is recorded.
+    known = set(split.get("sources", [v["source"] for v in split["val"]]))
+    new_sources = sorted({e["source"] for e in entries} - known)
+    if new_sources:
+        for s in new_sources:
+            groups = {}
+            for e in entries:
+                if e["source"] == s:
+                    groups.setdefault(e["group"], []).append(e)
+            ordered = sorted(groups.values(), key=lambda m: min(x["sha256"] for x in m))
+            for members in ordered[: len(ordered) // 2]:
+                split["val"].extend({"file": m["file"], "source": s, "group": m["group"], "sha256": m["sha256"]}
+                                    for m in sorted(members, key=lambda m: m["file"]))
+        split["sources"] = sorted(known | set(new_sources))
+        split["widen_rule"] = ("existing val entries are never moved; a source new to this file adds its first "
+                               "floor(g / 2) of g groups sorted by min member sha256, then joins 'sources'")
+        split_json.write_text(json.dumps(split, indent=1) + "\n")
 else:
     # Groups per source, each keyed by the smallest sha256 of its members, sorted by that key.
     groups = {}
@@ -179,6 +213,7 @@ else:
                  "k by largest remainder of n_val * groups_in_source / groups_total, >= 1 per source; "
                  "n_val = max(8, round(0.1 * groups_total)); whole images, never used in training"),
         "val": val,
+        "sources": sorted(groups),
     }
     split_json.write_text(json.dumps(split, indent=1) + "\n")
 
