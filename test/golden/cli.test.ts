@@ -1,5 +1,5 @@
 /**
- * The `alignvar` command end to end, run as a child process (`node --import tsx src/cli.ts`)
+ * The `alignvar` command end to end, run as a child process (`node --import tsx src/cli/main.ts`)
  * on the tiny model fixture. Skipped, with the reason printed, while the fixture does not exist.
  */
 import { execFile } from 'node:child_process';
@@ -13,7 +13,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const CLI = join(ROOT, 'src', 'cli.ts');
+const CLI = join(ROOT, 'src', 'cli', 'main.ts');
 const MODEL = join(ROOT, 'test', 'fixtures', 'golden', 'tiny-model.safetensors');
 const HAVE_MODEL = existsSync(MODEL);
 if (!HAVE_MODEL) console.log(`golden/cli: skipped: fixture ${MODEL} does not exist yet`);

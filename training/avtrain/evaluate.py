@@ -10,7 +10,7 @@ of avtrain.data.PairDataset (center crop, fixed scale, --hr-size px) and makes t
 - degraded: the Real-ESRGAN two-stage degradation (degrade.degrade_realesrgan) seeded by the val
             item's own seed (a function of --seed and the image's sha256), so the inputs never change.
 
-The LR PNGs go to a temp dir. The engine CLI (`node --import tsx src/cli.ts upscale ... --model`)
+The LR PNGs go to a temp dir. The engine CLI (`node --import tsx src/cli/main.ts upscale ... --model`)
 upscales all of them in one process, with its defaults (the model's default guidance from its
 metadata, greedy top-k 1, AdaIN colour fix). Metrics (avtrain.metrics: PSNR-Y and SSIM-Y on
 BT.601 Y with a 4-px border; sharpness = mean Sobel magnitude relative to the HR) are computed for
@@ -81,7 +81,7 @@ def load_pairs(args) -> List[Dict]:
 
 
 def run_engine(model: str, inputs: List[str], outdir: str, extra: str) -> Dict:
-    cmd = ["node", "--import", "tsx", "src/cli.ts", "upscale", *inputs, "-o", outdir, "--model", model, "-q"]
+    cmd = ["node", "--import", "tsx", "src/cli/main.ts", "upscale", *inputs, "-o", outdir, "--model", model, "-q"]
     cmd += extra.split()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
@@ -97,7 +97,9 @@ def run_engine(model: str, inputs: List[str], outdir: str, extra: str) -> Dict:
 def model_color_fix(model: str) -> str:
     from .safetensors_io import load_file
 
-    fix = load_file(model)[1].get("color_fix", "adain").strip()
+    meta = load_file(model)[1]
+    # a residual-latent file takes its colour from the LR base: no colour fix unless it names one
+    fix = meta.get("color_fix", "none" if meta.get("latent", "image").strip() == "residual" else "adain").strip()
     return fix if fix in ("adain", "wavelet", "none") else "adain"
 
 
@@ -122,7 +124,7 @@ def run_torch(model: str, lrs: List[np.ndarray], color_fix: str = "adain") -> Li
                     tile = lr[None, y:y + g, x:x + g]
                     lr_m11, up01, lr01 = preprocess_lr(tile, cfg.hr_size)
                     f_hat, _, _ = var.generate(vae, lr_m11, lr01, cfg_scale=0.0, top_k=1)
-                    dec = to_uint8(vae.decode(f_hat).float())
+                    dec = to_uint8(vae.output(f_hat, up01).float())
                     if color_fix == "adain":
                         dec = adain_fix(dec, up01)
                     elif color_fix == "wavelet":

@@ -1,0 +1,111 @@
+/**
+ * Helpers shared by the `alignvar` command modules: usage errors, stderr logging, argv number
+ * parsing and the atomic file write. No image or model logic lives here.
+ */
+import { randomBytes } from 'node:crypto';
+import { rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+
+/** A command-line usage error: the dispatcher prints it with a hint and exits 2. */
+export class UsageError extends Error {}
+Object.defineProperty(UsageError.prototype, 'name', { value: 'UsageError', enumerable: false, writable: true });
+
+/** Writes one line to stderr. */
+export function log(message: string): void {
+  process.stderr.write(`${message}\n`);
+}
+
+/** The message of any thrown value. */
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** The `code` of a thrown value, when it has a string one. */
+export function errorCode(err: unknown): string | undefined {
+  const code = typeof err === 'object' && err !== null && 'code' in err ? err.code : undefined;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** Numbers as numbers; anything else stays a string so that the API's message shows it. */
+export function num(value: string | undefined): number | string | undefined {
+  if (value === undefined) return undefined;
+  return /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(value.trim()) ? Number(value) : value;
+}
+
+/** Whether `path` is an existing directory (false when it does not exist). */
+export async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Suffix of the temporary files {@link writeAtomic} creates. They are hidden (leading dot) and end
+ * with this suffix, so a folder scan never takes one for an image or an output, and a later run
+ * can remove the ones a killed run left behind.
+ */
+export const TEMP_SUFFIX = '.alignvar.tmp';
+
+/** Whether `name` (a base name) is a temporary file of {@link writeAtomic}. */
+export function isTempName(name: string): boolean {
+  return name.startsWith('.') && name.endsWith(TEMP_SUFFIX);
+}
+
+/**
+ * Writes `data` to `path` through a temporary file in the same folder, then renames it into
+ * place, so that `path` either does not exist or holds all of `data`, even after `kill -9`.
+ *
+ * @param path - The destination file.
+ * @param data - Its whole content.
+ */
+export async function writeAtomic(path: string, data: Buffer): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}${TEMP_SUFFIX}`);
+  try {
+    await writeFile(tmp, data, { flag: 'wx' });
+    await rename(tmp, path);
+  } catch (err) {
+    await unlink(tmp).catch(() => undefined);
+    throw err;
+  }
+}
+
+/**
+ * Escapes control characters (C0, DEL, C1, and the bidi/line separators) in text that comes
+ * from a file (model metadata), so that it cannot move the cursor, clear the screen or fake
+ * lines on a terminal. Printable text, including non-ASCII letters, is unchanged.
+ *
+ * @param text - Untrusted text.
+ * @returns The text with each such character written as `\xNN` or `\uNNNN`.
+ */
+export function escapeControl(text: string): string {
+  // eslint-disable-next-line no-control-regex -- matching control characters is the point
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => {
+    const code = c.charCodeAt(0);
+    return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
+  });
+}
+
+let interruptController: AbortController | undefined;
+
+/**
+ * The signal a command passes to long work so that Ctrl-C (SIGINT) stops it cleanly. A command
+ * that asks for it promises to settle soon after the abort (the dispatcher then exits 130); one
+ * that never asks is killed at the first Ctrl-C, as with Node's default handler.
+ */
+export function interruptSignal(): AbortSignal {
+  interruptController ??= new AbortController();
+  return interruptController.signal;
+}
+
+/**
+ * Called by the dispatcher on SIGINT: aborts {@link interruptSignal}'s signal.
+ *
+ * @returns Whether a command holds the signal (false: nobody will stop on their own).
+ */
+export function interrupt(): boolean {
+  if (interruptController === undefined) return false;
+  interruptController.abort(Object.assign(new Error('interrupted'), { name: 'AbortError' }));
+  return true;
+}
