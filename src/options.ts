@@ -39,6 +39,8 @@ export const OUTPUT_FORMATS: readonly OutputFormat[] = Object.freeze([
 
 /** Largest seed: the largest integer a JavaScript number holds exactly (2^53 - 1). */
 export const MAX_SEED = Number.MAX_SAFE_INTEGER;
+/** Largest CUDA device index accepted for `gpu`. */
+export const MAX_GPU = 255;
 /** Largest classifier-free guidance weight accepted. */
 export const MAX_CFG = 100;
 /** Largest top-k accepted (larger values keep the whole vocabulary, like 0). */
@@ -61,6 +63,12 @@ export interface UpscalerOptions {
   model?: string | undefined;
   /** Compute device. Default `'auto'` (CUDA when usable, else CPU, with the reason logged). */
   device?: Device | undefined;
+  /**
+   * CUDA device index (CUDA's numbering, within `CUDA_VISIBLE_DEVICES` when it is set): an
+   * integer between 0 and 255. Default 0. Used when the device is `'cuda'` or `'auto'` picks CUDA;
+   * ignored on the CPU.
+   */
+  gpu?: number | undefined;
   /**
    * Seed of the sampler's counter-based RNG: an integer between 0 and 9007199254740991
    * (2^53 - 1). Default 0.
@@ -151,6 +159,7 @@ export interface UpscaleOptions {
 export interface ResolvedUpscalerOptions {
   model: string | undefined;
   device: Device;
+  gpu: number;
   seed: number;
   cfg: number | undefined;
   topK: number;
@@ -174,6 +183,7 @@ export interface ResolvedUpscaleOptions {
 const UPSCALER_KEYS: readonly string[] = [
   'model',
   'device',
+  'gpu',
   'seed',
   'cfg',
   'topK',
@@ -270,6 +280,7 @@ export function validateUpscalerOptions(options: unknown): ResolvedUpscalerOptio
   return {
     model,
     device: validateChoice('device', options.device, DEVICES, 'auto'),
+    gpu: validateInteger('gpu', options.gpu, 0, MAX_GPU, 0),
     seed: validateInteger('seed', options.seed, 0, MAX_SEED, 0),
     cfg: validateNumber('cfg', options.cfg, 0, MAX_CFG, undefined),
     topK: validateInteger('topK', options.topK, 0, MAX_TOP_K, 1),
