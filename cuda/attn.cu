@@ -7,7 +7,12 @@
 //   norm is summed in double (as the CPU does), the scale applied, the pairs rotated with
 //   explicitly rounded multiplies/adds (no FMA contraction, matching the CPU's plain fp32),
 //   and the results written to q_out [R, H, L, D] and to the caches [R, H, n_ctx, D] at
-//   kv_pos + l. v is copied.
+//   kv_pos + l. v is copied. A bf16 cache (template KV) stores each f32 result rounded to
+//   nearest even, as the CPU does.
+//
+// Every attention kernel is templated on the cache dtype KV (float or __nv_bfloat16, ops.h):
+//   K/V elements are widened to f32 exactly when they are loaded, so a bf16 cache only halves
+//   the bytes read; the math after the load is the same.
 //
 // attn, D = 64 fast path (attn_d64_kernel): FlashAttention-2 style. Grid (ceil(Lq / (16 NW)),
 //   H, R), NW warps per block, each warp owns 16 query rows for the whole key loop. Q is
@@ -40,12 +45,31 @@ namespace {
 
 constexpr float k_log2e = 1.4426950408889634f;
 
+// ---- KV cache elements: f32 or bf16, widened to f32 exactly on load ---------------------------
+
+template <typename KV>
+__device__ __forceinline__ float4 kv_load4(const KV* p);
+template <>
+__device__ __forceinline__ float4 kv_load4<float>(const float* p) {
+    return *reinterpret_cast<const float4*>(p);
+}
+// Four bf16 (8-byte aligned): element 0 is the low half of the first word (little endian).
+template <>
+__device__ __forceinline__ float4 kv_load4<__nv_bfloat16>(const __nv_bfloat16* p) {
+    const uint2 u = *reinterpret_cast<const uint2*>(p);
+    return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
+                       __uint_as_float(u.y & 0xffff0000u));
+}
+__device__ __forceinline__ void kv_store(float* p, float x) { *p = x; }
+__device__ __forceinline__ void kv_store(__nv_bfloat16* p, float x) { *p = __float2bfloat16_rn(x); }
+
 // ---- qkv_prep --------------------------------------------------------------------------------
 
 // blockIdx.x = token t = r*L + l. Dynamic smem: cs[D/2], sn[D/2] floats.
+template <typename KV>
 __global__ void qkv_prep_kernel(const float* __restrict__ qkv, const float* __restrict__ q_scale,
                                 const float* __restrict__ rope_pos, float* __restrict__ q_out,
-                                float* __restrict__ k_cache, float* __restrict__ v_cache, int64_t L, int H, int D,
+                                KV* __restrict__ k_cache, KV* __restrict__ v_cache, int64_t L, int H, int D,
                                 int64_t n_ctx, int64_t kv_pos, bool l2, bool rope, float base) {
     extern __shared__ float tab[];
     float* cs = tab;
@@ -71,13 +95,15 @@ __global__ void qkv_prep_kernel(const float* __restrict__ qkv, const float* __re
     for (int item = warp; item < 3 * H; item += nwarps) {
         const int which = item / H, h = item % H;  // 0 = q, 1 = k, 2 = v
         const float* src = src_tok + static_cast<int64_t>(item) * D;
-        float* dst;
-        if (which == 0)
-            dst = q_out + ((r * H + h) * L + l) * D;
-        else
-            dst = (which == 1 ? k_cache : v_cache) + ((r * H + h) * n_ctx + kv_pos + l) * D;
+        // q goes to q_out (f32), k and v to the cache (KV).
+        float* qd = which == 0 ? q_out + ((r * H + h) * L + l) * D : nullptr;
+        KV* kvd = which == 0 ? nullptr : (which == 1 ? k_cache : v_cache) + ((r * H + h) * n_ctx + kv_pos + l) * D;
+        auto put = [&](int d, float x) {
+            if (qd) qd[d] = x;
+            else kv_store(kvd + d, x);
+        };
         if (which == 2) {
-            for (int d = lane; d < D; d += WARP_SIZE) dst[d] = src[d];
+            for (int d = lane; d < D; d += WARP_SIZE) put(d, src[d]);
             continue;
         }
         float mul = 1.0f;
@@ -92,11 +118,11 @@ __global__ void qkv_prep_kernel(const float* __restrict__ qkv, const float* __re
         if (rope) {
             for (int p = lane; p < half; p += WARP_SIZE) {
                 const float a = __fmul_rn(src[2 * p], mul), b = __fmul_rn(src[2 * p + 1], mul);
-                dst[2 * p] = __fsub_rn(__fmul_rn(a, cs[p]), __fmul_rn(b, sn[p]));
-                dst[2 * p + 1] = __fadd_rn(__fmul_rn(a, sn[p]), __fmul_rn(b, cs[p]));
+                put(2 * p, __fsub_rn(__fmul_rn(a, cs[p]), __fmul_rn(b, sn[p])));
+                put(2 * p + 1, __fadd_rn(__fmul_rn(a, sn[p]), __fmul_rn(b, cs[p])));
             }
         } else {
-            for (int d = lane; d < D; d += WARP_SIZE) dst[d] = __fmul_rn(src[d], mul);
+            for (int d = lane; d < D; d += WARP_SIZE) put(d, __fmul_rn(src[d], mul));
         }
     }
 }
@@ -105,8 +131,8 @@ __global__ void qkv_prep_kernel(const float* __restrict__ qkv, const float* __re
 
 struct attn_args {
     const float* q;         // [R, H, Lq, D]
-    const float* k;         // [R, H, n_ctx, D]
-    const float* v;
+    const void* k;          // [R, H, n_ctx, D], f32 or bf16 (the kernels' KV)
+    const void* v;
     const float* key_bias;  // [Rb, n_ctx] or null
     const float* kb_beta;   // [H] or null (= 1)
     const int32_t* q_lvl;   // [Lq] or null
@@ -131,7 +157,7 @@ constexpr int A_D = 64;
 constexpr int A_BC = 64;        // keys per tile
 constexpr int A_LDK = A_D + 8;  // padded smem row (halves)
 
-template <int NW, bool HAS_MASK>
+template <int NW, bool HAS_MASK, typename KV>
 __global__ void __launch_bounds__(NW* WARP_SIZE) attn_d64_kernel(attn_args a) {
     constexpr int NT = NW * WARP_SIZE;
     constexpr int KV4 = A_BC * A_D / 4 / NT;  // float4 groups of K (and of V) per thread per tile
@@ -147,8 +173,8 @@ __global__ void __launch_bounds__(NW* WARP_SIZE) attn_d64_kernel(attn_args a) {
     const int64_t ra = row0 + g, rb = row0 + g + 8;  // this thread's two query rows
     const int64_t bh = static_cast<int64_t>(r) * a.H + h;
     const float* qb = a.q + bh * a.Lq * A_D;
-    const float* kb = a.k + bh * a.n_ctx * A_D;
-    const float* vb = a.v + bh * a.n_ctx * A_D;
+    const KV* kb = static_cast<const KV*>(a.k) + bh * a.n_ctx * A_D;
+    const KV* vb = static_cast<const KV*>(a.v) + bh * a.n_ctx * A_D;
     const float* kbias = a.key_bias ? a.key_bias + (r % a.Rb) * a.n_ctx : nullptr;
     const float beta = a.kb_beta ? a.kb_beta[h] : 1.0f;
     const float sl2 = a.scale * k_log2e;  // scores are kept in the log2 domain (exp2f)
@@ -201,8 +227,8 @@ __global__ void __launch_bounds__(NW* WARP_SIZE) attn_d64_kernel(attn_args a) {
             const int64_t j = j0 + c / 16;
             const int d = (c % 16) * 4;
             const bool ok = j < a.n_kv;
-            kr[i] = ok ? *reinterpret_cast<const float4*>(kb + j * A_D + d) : make_float4(0.f, 0.f, 0.f, 0.f);
-            vr[i] = ok ? *reinterpret_cast<const float4*>(vb + j * A_D + d) : make_float4(0.f, 0.f, 0.f, 0.f);
+            kr[i] = ok ? kv_load4(kb + j * A_D + d) : make_float4(0.f, 0.f, 0.f, 0.f);
+            vr[i] = ok ? kv_load4(vb + j * A_D + d) : make_float4(0.f, 0.f, 0.f, 0.f);
         }
         if (threadIdx.x < A_BC) {
             const int64_t j = j0 + threadIdx.x;
@@ -366,7 +392,7 @@ __global__ void __launch_bounds__(NW* WARP_SIZE) attn_d64_kernel(attn_args a) {
 constexpr int G_BQ = 16, G_BC = 32, G_NT = 128;
 
 // Dynamic smem: Qs[16][D], Os[16][D] floats.
-template <bool VEC, bool HAS_MASK>
+template <bool VEC, bool HAS_MASK, typename KV>
 __global__ void __launch_bounds__(G_NT) attn_generic_kernel(attn_args a) {
     extern __shared__ float dyn[];
     const int D = a.D;
@@ -383,8 +409,8 @@ __global__ void __launch_bounds__(G_NT) attn_generic_kernel(attn_args a) {
     const int tid = threadIdx.x, lane = tid % WARP_SIZE, warp = tid / WARP_SIZE;
     const int64_t bh = static_cast<int64_t>(r) * a.H + h;
     const float* qb = a.q + bh * a.Lq * D;
-    const float* kb = a.k + bh * a.n_ctx * D;
-    const float* vb = a.v + bh * a.n_ctx * D;
+    const KV* kb = static_cast<const KV*>(a.k) + bh * a.n_ctx * D;
+    const KV* vb = static_cast<const KV*>(a.v) + bh * a.n_ctx * D;
     const float* kbias = a.key_bias ? a.key_bias + (r % a.Rb) * a.n_ctx : nullptr;
     const float beta = a.kb_beta ? a.kb_beta[h] : 1.0f;
 
@@ -410,10 +436,10 @@ __global__ void __launch_bounds__(G_NT) attn_generic_kernel(attn_args a) {
             const int64_t j = j0 + jl;
             float acc[4] = {0.f, 0.f, 0.f, 0.f};
             if (j < a.n_kv) {
-                const float* kr = kb + j * D;
+                const KV* kr = kb + j * D;
                 if constexpr (VEC) {
                     for (int d = 0; d < D; d += 4) {
-                        const float4 kv = *reinterpret_cast<const float4*>(kr + d);
+                        const float4 kv = kv_load4(kr + d);
 #pragma unroll
                         for (int i = 0; i < 4; ++i) {
                             const float4 qv = *reinterpret_cast<const float4*>(Qs + (qg * 4 + i) * D + d);
@@ -422,7 +448,7 @@ __global__ void __launch_bounds__(G_NT) attn_generic_kernel(attn_args a) {
                     }
                 } else {
                     for (int d = 0; d < D; ++d) {
-                        const float kv = kr[d];
+                        const float kv = av_to_f32(kr[d]);
 #pragma unroll
                         for (int i = 0; i < 4; ++i) acc[i] = fmaf(Qs[(qg * 4 + i) * D + d], kv, acc[i]);
                     }
@@ -465,7 +491,7 @@ __global__ void __launch_bounds__(G_NT) attn_generic_kernel(attn_args a) {
 #pragma unroll
             for (int q = 0; q < G_BQ; ++q) acc[q] = Os[q * D + d] * al_s[q];
             for (int j = 0; j < bc; ++j) {
-                const float vv = vb[(j0 + j) * D + d];
+                const float vv = av_to_f32(vb[(j0 + j) * D + d]);
 #pragma unroll
                 for (int q = 0; q < G_BQ; ++q) acc[q] = fmaf(Ss[q][j], vv, acc[q]);
             }
@@ -483,6 +509,7 @@ __global__ void __launch_bounds__(G_NT) attn_generic_kernel(attn_args a) {
     }
 }
 
+template <typename KV>
 av_status launch_attn(const attn_args& a, int64_t R, const av_cuda_ctx& ctx) {
     const bool mask = a.q_lvl != nullptr;
     auto a16 = [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; };
@@ -491,10 +518,10 @@ av_status launch_attn(const attn_args& a, int64_t R, const av_cuda_ctx& ctx) {
         BOOL_SWITCH(mask, MASK, [&] {
             if (big) {
                 const dim3 grid(static_cast<unsigned>(ceil_div<int64_t>(a.Lq, 128)), a.H, static_cast<unsigned>(R));
-                attn_d64_kernel<8, MASK><<<grid, 256, 0, ctx.stream>>>(a);
+                attn_d64_kernel<8, MASK, KV><<<grid, 256, 0, ctx.stream>>>(a);
             } else {
                 const dim3 grid(static_cast<unsigned>(ceil_div<int64_t>(a.Lq, 64)), a.H, static_cast<unsigned>(R));
-                attn_d64_kernel<4, MASK><<<grid, 128, 0, ctx.stream>>>(a);
+                attn_d64_kernel<4, MASK, KV><<<grid, 128, 0, ctx.stream>>>(a);
             }
         });
         CUDA_CHECK_LAUNCH("attn (d64)");
@@ -511,7 +538,7 @@ av_status launch_attn(const attn_args& a, int64_t R, const av_cuda_ctx& ctx) {
     av_status st = av_status::success();
     BOOL_SWITCH(vec, VEC, [&] {
         BOOL_SWITCH(mask, MASK, [&] {
-            auto kern = attn_generic_kernel<VEC, MASK>;
+            auto kern = attn_generic_kernel<VEC, MASK, KV>;
             if (smem > 48 * 1024) {
                 cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                      static_cast<int>(smem));
@@ -542,11 +569,19 @@ av_status av_cuda_qkv_prep(const av_qkv_prep_params& p, const av_cuda_ctx& ctx) 
     AV_CHECK(R * L <= 2147483647LL, "qkv_prep: too many tokens");
     const size_t smem = sizeof(float) * static_cast<size_t>(D);
     AV_CHECK(smem <= 48 * 1024, "qkv_prep: D too large");
-    qkv_prep_kernel<<<static_cast<unsigned>(R * L), 256, smem, ctx.stream>>>(
-        static_cast<const float*>(p.qkv.data), av_tensor_present(p.q_scale) ? static_cast<const float*>(p.q_scale.data) : nullptr,
-        rope ? static_cast<const float*>(p.rope_pos.data) : nullptr, static_cast<float*>(p.q_out.data),
-        static_cast<float*>(p.k_cache.data), static_cast<float*>(p.v_cache.data), L, static_cast<int>(H),
-        static_cast<int>(D), n_ctx, p.kv_pos, l2, rope, p.rope_base);
+    const float* qs = av_tensor_present(p.q_scale) ? static_cast<const float*>(p.q_scale.data) : nullptr;
+    const float* rp = rope ? static_cast<const float*>(p.rope_pos.data) : nullptr;
+    const unsigned grid = static_cast<unsigned>(R * L);
+    if (p.k_cache.dtype == AV_BF16)
+        qkv_prep_kernel<__nv_bfloat16><<<grid, 256, smem, ctx.stream>>>(
+            static_cast<const float*>(p.qkv.data), qs, rp, static_cast<float*>(p.q_out.data),
+            static_cast<__nv_bfloat16*>(p.k_cache.data), static_cast<__nv_bfloat16*>(p.v_cache.data), L,
+            static_cast<int>(H), static_cast<int>(D), n_ctx, p.kv_pos, l2, rope, p.rope_base);
+    else
+        qkv_prep_kernel<float><<<grid, 256, smem, ctx.stream>>>(
+            static_cast<const float*>(p.qkv.data), qs, rp, static_cast<float*>(p.q_out.data),
+            static_cast<float*>(p.k_cache.data), static_cast<float*>(p.v_cache.data), L, static_cast<int>(H),
+            static_cast<int>(D), n_ctx, p.kv_pos, l2, rope, p.rope_base);
     CUDA_CHECK_LAUNCH("qkv_prep");
     return av_status::success();
 }
@@ -561,8 +596,8 @@ av_status av_cuda_attn(const av_attn_params& p, const av_cuda_ctx& ctx) {
     if (Lq == 0 || R == 0 || H == 0 || D == 0) return av_status::success();
     attn_args a;
     a.q = static_cast<const float*>(p.q.data);
-    a.k = static_cast<const float*>(p.k.data);
-    a.v = static_cast<const float*>(p.v.data);
+    a.k = p.k.data;
+    a.v = p.v.data;
     a.key_bias = av_tensor_present(p.key_bias) ? static_cast<const float*>(p.key_bias.data) : nullptr;
     a.kb_beta = av_tensor_present(p.kb_beta) ? static_cast<const float*>(p.kb_beta.data) : nullptr;
     a.q_lvl = av_tensor_present(p.q_lvl) ? static_cast<const int32_t*>(p.q_lvl.data) : nullptr;
@@ -575,5 +610,5 @@ av_status av_cuda_attn(const av_attn_params& p, const av_cuda_ctx& ctx) {
     a.H = static_cast<int>(H);
     a.D = static_cast<int>(D);
     a.scale = p.scale;
-    return launch_attn(a, R, ctx);
+    return p.k.dtype == AV_BF16 ? launch_attn<__nv_bfloat16>(a, R, ctx) : launch_attn<float>(a, R, ctx);
 }

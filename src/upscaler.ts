@@ -298,7 +298,7 @@ export class Upscaler {
   static async create(options?: UpscalerOptions): Promise<Upscaler> {
     const o = validateUpscalerOptions(options);
     const info = await inspectModel(o.model);
-    const engine = await Engine.create(info.path, { backend: o.device, device: o.gpu });
+    const engine = await Engine.create(info.path, { backend: o.device, device: o.gpu, kvCache: o.kvCache });
     let fallbackReason: string | undefined;
     if (o.device === 'auto' && engine.backend !== 'cuda') {
       const cuda = backendInfo().find((b) => b.name === 'cuda');

@@ -68,6 +68,9 @@ av_model_config parse_config(av_args& a, const Napi::Object& o) {
     c.sca = a.boolean(o, "sca", false);
     c.rope = typed_copy<float, napi_float32_array>(a, o, "rope", "Float32Array");
     c.phi_index = typed_copy<int32_t, napi_int32_array>(a, o, "phi_index", "Int32Array");
+    const std::string kv = a.string(o, "kv_dtype", "f32");
+    if (kv == "bf16") c.kv_dtype = AV_BF16;
+    else if (kv != "f32") a.fail("kv_dtype must be 'f32' or 'bf16', got '" + kv + "'");
     return c;
 }
 

@@ -53,6 +53,11 @@ bool is_contig(const av_tensor& t, av_dtype dt) {
 
 bool is_f32c(const av_tensor& t) { return is_contig(t, AV_F32); }
 bool is_i32c(const av_tensor& t) { return is_contig(t, AV_I32); }
+// A KV cache pair: both f32 or both bf16, contiguous (ops.h, qkv_prep and attn).
+bool is_kv_pair(const av_tensor& k, const av_tensor& v) {
+    return k.dtype == v.dtype && (k.dtype == AV_F32 || k.dtype == AV_BF16) && is_contig(k, k.dtype) &&
+           is_contig(v, v.dtype);
+}
 
 // Contiguous f32, possibly empty (presence is checked separately).
 bool is_f32_contiguous(const av_tensor& t) { return t.dtype == AV_F32 && av_tensor_is_contiguous(t); }
@@ -320,8 +325,9 @@ av_status av_check_copy(const av_copy_params& p) {
 }
 
 av_status av_check_qkv_prep(const av_qkv_prep_params& p) {
-    AV_CHECK(is_f32c(p.qkv) && is_f32c(p.q_out) && is_f32c(p.k_cache) && is_f32c(p.v_cache),
-             "qkv_prep: qkv, q_out, k_cache and v_cache must be present, non-empty, contiguous f32");
+    AV_CHECK(is_f32c(p.qkv) && is_f32c(p.q_out), "qkv_prep: qkv and q_out must be present, non-empty, contiguous f32");
+    AV_CHECK(is_kv_pair(p.k_cache, p.v_cache),
+             "qkv_prep: k_cache and v_cache must be present, non-empty, contiguous and both f32 or both bf16");
     const int64_t D = p.q_out.ne[0], L = p.q_out.ne[1], H = p.q_out.ne[2], R = p.q_out.ne[3];
     const int64_t n_ctx = p.k_cache.ne[1];
     AV_CHECK(av_tensor_nelements(p.qkv) == R * L * 3 * H * D,
@@ -353,8 +359,8 @@ av_status av_check_qkv_prep(const av_qkv_prep_params& p) {
 }
 
 av_status av_check_attn(const av_attn_params& p) {
-    AV_CHECK(is_f32c(p.q) && is_f32c(p.k) && is_f32c(p.v) && is_f32c(p.o),
-             "attn: q, k, v and o must be present, non-empty, contiguous f32");
+    AV_CHECK(is_f32c(p.q) && is_f32c(p.o), "attn: q and o must be present, non-empty, contiguous f32");
+    AV_CHECK(is_kv_pair(p.k, p.v), "attn: k and v must be present, non-empty, contiguous and both f32 or both bf16");
     const int64_t D = p.q.ne[0], Lq = p.q.ne[1], H = p.q.ne[2], R = p.q.ne[3];
     const int64_t n_ctx = p.k.ne[1];
     AV_CHECK(shape_is(p.k, R, H, n_ctx, D) && shape_is(p.v, R, H, n_ctx, D),

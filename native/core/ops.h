@@ -142,8 +142,9 @@ struct av_groupnorm_params {
 // Splits a fused qkv projection and prepares attention inputs (spec 4.2, 4.5):
 //   qkv [R, L, 3, H, D]  (the output of mat_qkv, q|k|v, head-major within each)
 //   q_out [R, H, L, D]
-//   k_cache, v_cache [R, H, n_ctx, D]: this step's k and v are written at sequence
-//   positions [kv_pos, kv_pos + L).
+//   k_cache, v_cache [R, H, n_ctx, D], both f32 or both bf16 (the KV cache dtype): this
+//   step's k and v are written at sequence positions [kv_pos, kv_pos + L). A bf16 cache
+//   stores the f32 result rounded to nearest even (every other step is unchanged).
 // With l2norm: q <- q/max(|q|,1e-12)*q_scale[h], k <- k/max(|k|,1e-12) per head vector.
 // With rope (needs D % 4 == 0): rope_pos [L, 2] fp32 gives (tx, ty) per token; frequencies
 // theta_i = rope_base^(-4i/D), i < D/4; pairs p < D/4 rotate by tx*theta_p, pairs p >= D/4
@@ -163,6 +164,8 @@ struct av_qkv_prep_params {
 
 // Attention over a KV cache (spec 4.5, 11.4; STYLE rule 5):
 //   q [R, H, Lq, D]; k, v [R, H, n_ctx, D] of which the first n_kv positions are used;
+//   k and v are both f32 or both bf16 (a bf16 KV cache; its values are widened to f32
+//   exactly, so the op computes what it would on the f32 cache holding the same values);
 //   o [R, Lq, H, D] (heads concatenated: [R, Lq, H*D]).
 //   logit_ij = scale * q_i.k_j + kb_beta[h] * key_bias[r % Rb, j]  (bias only when present;
 //   kb_beta absent = 1) and -inf where q_lvl[i] < k_lvl[j] (block-causal; both present or

@@ -98,8 +98,9 @@ constexpr int k_nr = 4;       // micro-kernel rows
 
 struct attn_args {
     const float* q;         // [R, H, Lq, D]
-    const float* k;         // [R, H, n_ctx, D]
-    const float* v;
+    const void* k;          // [R, H, n_ctx, D] f32, or bf16 when kv_bf16
+    const void* v;
+    bool kv_bf16;
     const float* key_bias;  // [Rb, n_ctx] or null
     const float* kb_beta;   // [H] or null (= 1)
     const int32_t* q_lvl;   // [Lq] or null
@@ -109,8 +110,18 @@ struct attn_args {
     float scale;
 };
 
-// Floats of scratch one task needs (qt, st, acc, per-query vectors, bias tile).
-int64_t attn_scratch_floats(int64_t D) { return D * k_bq + k_bk * k_bq + k_bq * D + 5 * k_bq + k_bk; }
+// Floats of scratch one task needs (qt, st, acc, per-query vectors, bias tile, and the K and V
+// tiles widened to f32 for a bf16 cache).
+int64_t attn_scratch_floats(int64_t D) { return D * k_bq + k_bk * k_bq + k_bq * D + 5 * k_bq + k_bk + 2 * k_bk * D; }
+
+// n bf16 values widened to f32 (exact: the bf16 bits are the f32's high half).
+AV_INLINE void widen_bf16(const uint16_t* __restrict src, int64_t n, float* __restrict dst) {
+    AV_IVDEP
+    for (int64_t i = 0; i < n; ++i) {
+        const uint32_t u = static_cast<uint32_t>(src[i]) << 16;
+        std::memcpy(dst + i, &u, sizeof(float));
+    }
+}
 
 // Float vectors of 4, 8 and 16 lanes (GCC/Clang vector extensions): they lower to SSE, AVX or
 // AVX-512 registers according to the target of the clone they are inlined into. Memory is
@@ -187,6 +198,8 @@ AV_INLINE void attn_tasks_t(const attn_args& a, float* scratch, int32_t* ql, int
     float* __restrict msafe = alpha + k_bq;      // [k_bq] max used for exp (0 while all masked)
     float* __restrict tmax = msafe + k_bq;       // [k_bq] max of this tile
     float* __restrict bt = tmax + k_bq;          // [k_bk] bias of this tile's keys
+    float* __restrict kw = bt + k_bk;            // [k_bk, D] K tile widened from bf16
+    float* __restrict vw = kw + k_bk * D;        // [k_bk, D] V tile widened from bf16
 
     for (int64_t task = t0; task < t1; ++task) {
         const int64_t r = task / (H * nqb);
@@ -198,8 +211,9 @@ AV_INLINE void attn_tasks_t(const attn_args& a, float* scratch, int32_t* ql, int
         const int64_t nc = std::min(k_bq, (nq + 7) / 8 * 8);
         const int64_t nq4 = (nq + k_nr - 1) / k_nr * k_nr;
         const float* qb = a.q + ((r * H + h) * Lq + i0) * D;
-        const float* kb = a.k + (r * H + h) * a.n_ctx * D;
-        const float* vb = a.v + (r * H + h) * a.n_ctx * D;
+        const int64_t kv_off = (r * H + h) * a.n_ctx * D;  // this (row, head)'s cache rows
+        const float* kb = a.kv_bf16 ? nullptr : static_cast<const float*>(a.k) + kv_off;
+        const float* vb = a.kv_bf16 ? nullptr : static_cast<const float*>(a.v) + kv_off;
         const float* kbias = a.key_bias ? a.key_bias + (r % a.Rb) * a.n_ctx : nullptr;
         const float beta = a.kb_beta ? a.kb_beta[h] : 1.0f;
 
@@ -233,7 +247,8 @@ AV_INLINE void attn_tasks_t(const attn_args& a, float* scratch, int32_t* ql, int
             }
 
             // S^T = K_tile (scale Q)^T: rows are keys (broadcast from the cache), columns queries.
-            const float* kt = kb + j0 * D;
+            const float* kt = kb ? kb + j0 * D : kw;
+            if (a.kv_bf16) widen_bf16(static_cast<const uint16_t*>(a.k) + kv_off + j0 * D, bk * D, kw);
             int64_t j = 0;
             for (; j + k_nr <= bk; j += k_nr)
                 mk_cols<k_nr, false, V>(D, kt + j * D, D, 1, qt, k_bq, st + j * k_bq, k_bq, nc);
@@ -281,7 +296,8 @@ AV_INLINE void attn_tasks_t(const attn_args& a, float* scratch, int32_t* ql, int
             }
 
             // acc += P V_tile: rows are queries (P^T read with stride k_bq), columns head dims.
-            const float* vt = vb + j0 * D;
+            const float* vt = vb ? vb + j0 * D : vw;
+            if (a.kv_bf16) widen_bf16(static_cast<const uint16_t*>(a.v) + kv_off + j0 * D, bk * D, vw);
             for (int64_t i = 0; i < nq4; i += k_nr)
                 mk_cols<k_nr, true, V>(bk, st + i, 1, k_bq, vt, D, acc + i * D, D, D);
         }
@@ -353,10 +369,11 @@ av_status av_cpu_qkv_prep(const av_qkv_prep_params& p) {
     const float* qkv = static_cast<const float*>(p.qkv.data);
     const float* qs = static_cast<const float*>(p.q_scale.data);
     float* qo = static_cast<float*>(p.q_out.data);
-    float* kc = static_cast<float*>(p.k_cache.data);
-    float* vc = static_cast<float*>(p.v_cache.data);
+    const bool bf16 = p.k_cache.dtype == AV_BF16;
     const int64_t kv_pos = p.kv_pos;
     av_cpu_parallel_for(R * L, 8, [&](int64_t t0, int64_t t1) {
+        // A bf16 cache: k and v are computed in f32 into kv_tmp, then rounded into the cache.
+        std::vector<float> kv_tmp(bf16 ? static_cast<size_t>(2 * D) : 0);
         for (int64_t t = t0; t < t1; ++t) {
             const int64_t r = t / L, l = t % L;
             const float* tok = qkv + t * 3 * H * D;  // [3, H, D] of token (r, l)
@@ -369,8 +386,9 @@ av_status av_cpu_qkv_prep(const av_qkv_prep_params& p) {
                 const float qmul = l2 ? inv_norm(q, D) * (qs ? qs[h] : 1.0f) : 1.0f;
                 const float kmul = l2 ? inv_norm(k, D) : 1.0f;
                 float* qd = qo + ((r * H + h) * L + l) * D;
-                float* kd = kc + ((r * H + h) * n_ctx + kv_pos + l) * D;
-                float* vd = vc + ((r * H + h) * n_ctx + kv_pos + l) * D;
+                const int64_t kv_at = ((r * H + h) * n_ctx + kv_pos + l) * D;  // element offset in the caches
+                float* kd = bf16 ? kv_tmp.data() : static_cast<float*>(p.k_cache.data) + kv_at;
+                float* vd = bf16 ? kv_tmp.data() + D : static_cast<float*>(p.v_cache.data) + kv_at;
                 if (rope) {
                     scale_rotate(q, qmul, c, s, D, qd);
                     scale_rotate(k, kmul, c, s, D, kd);
@@ -379,6 +397,14 @@ av_status av_cpu_qkv_prep(const av_qkv_prep_params& p) {
                     scale_copy(k, kmul, D, kd);
                 }
                 std::memcpy(vd, v, sizeof(float) * D);
+                if (bf16) {
+                    uint16_t* kh = static_cast<uint16_t*>(p.k_cache.data) + kv_at;
+                    uint16_t* vh = static_cast<uint16_t*>(p.v_cache.data) + kv_at;
+                    for (int64_t d = 0; d < D; ++d) {
+                        kh[d] = av_f32_to_bf16(kd[d]);
+                        vh[d] = av_f32_to_bf16(vd[d]);
+                    }
+                }
             }
         }
     });
@@ -393,8 +419,9 @@ av_status av_cpu_attn(const av_attn_params& p) {
 
     attn_args a;
     a.q = static_cast<const float*>(p.q.data);
-    a.k = static_cast<const float*>(p.k.data);
-    a.v = static_cast<const float*>(p.v.data);
+    a.k = p.k.data;
+    a.v = p.v.data;
+    a.kv_bf16 = p.k.dtype == AV_BF16;
     a.key_bias = static_cast<const float*>(p.key_bias.data);
     a.kb_beta = static_cast<const float*>(p.kb_beta.data);
     a.q_lvl = static_cast<const int32_t*>(p.q_lvl.data);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "core/tensor.h"
 
 struct av_model_config {
     int64_t depth = 0;
@@ -31,6 +32,9 @@ struct av_model_config {
     // From the schedule: RoPE coordinates [seq_len, 2] and the Phi index per scale (-1 = none).
     std::vector<float> rope;
     std::vector<int32_t> phi_index;
+    // Session setting, not read from the file: the KV cache dtype, AV_F32 (default) or AV_BF16
+    // (half the memory; ops.h qkv_prep/attn round k and v to bf16 once, when they are written).
+    av_dtype kv_dtype = AV_F32;
 
     // Derived sizes, filled by av_model_config_check.
     int64_t K = 0;           // scales

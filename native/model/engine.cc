@@ -58,6 +58,12 @@ av_status av_engine::create(const std::string& backend, int device, av_model_con
         if (!be->supports_op(op, AV_F32))
             return av_status::error(AV_ERR_UNSUPPORTED,
                                     std::string(be->name()) + ": op " + av_op_name(op) + " is not supported");
+    if (cfg.kv_dtype != AV_F32)
+        for (av_op op : {AV_OP_QKV_PREP, AV_OP_ATTN})
+            if (!be->supports_op(op, cfg.kv_dtype))
+                return av_status::error(AV_ERR_UNSUPPORTED, std::string(be->name()) + ": op " + av_op_name(op) +
+                                                                " does not support a " + av_dtype_name(cfg.kv_dtype) +
+                                                                " KV cache");
     out->reset(new av_engine(std::move(be), std::move(cfg)));
     return av_status::success();
 }
@@ -412,8 +418,9 @@ av_status av_engine::ensure_state(int64_t B) {
     kv_k_.resize(static_cast<size_t>(c.depth));
     kv_v_.resize(static_cast<size_t>(c.depth));
     for (int64_t i = 0; i < c.depth; ++i) {
-        AV_TRY(f32(kv_k_[i], R * H * T * D));
-        AV_TRY(f32(kv_v_[i], R * H * T * D));
+        const size_t kv_bytes = static_cast<size_t>(R * H * T * D) * av_dtype_size(c.kv_dtype);
+        AV_TRY(kv_k_[i].alloc(be_.get(), kv_bytes));
+        AV_TRY(kv_v_[i].alloc(be_.get(), kv_bytes));
     }
     AV_TRY(f32(x_, R * Lp * C));
     AV_TRY(f32(h_, R * Lp * C));

@@ -49,8 +49,8 @@ av_status av_engine::step(int64_t si, std::vector<int32_t>* idx_out) {
     io.rope_base = c.rope_base;
     if (c.sca) io.key_bias = av_view(key_bias_.data(), {B, T});
     for (int64_t i = 0; i < c.depth; ++i) {
-        io.k_cache = av_view(kv_k_[i].data(), {R, H, T, D});
-        io.v_cache = av_view(kv_v_[i].data(), {R, H, T, D});
+        io.k_cache = av_view(kv_k_[i].data(), {R, H, T, D}, c.kv_dtype);
+        io.v_cache = av_view(kv_v_[i].data(), {R, H, T, D}, c.kv_dtype);
         AV_TRY(av_block_forward(*be_, blocks_[i], io, C, H));
     }
 

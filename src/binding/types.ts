@@ -98,6 +98,8 @@ export interface NativeModelConfig {
   rope: Float32Array;
   /** Phi conv index per scale (-1 at the last scale). */
   phi_index: Int32Array;
+  /** KV cache dtype (a session setting, not from the file). Default 'f32'. */
+  kv_dtype?: 'f32' | 'bf16';
 }
 
 /** One batch of LR tiles and its sampling settings (keys = av_prepare_args fields). */

@@ -18,7 +18,7 @@
 import { describe, expect, it } from 'vitest';
 
 import type { NativeTensor, OpParams } from '../../src/binding/types.js';
-import { addon, availableBackends, poisoned, randArray, relErr, rng } from '../helpers/index.js';
+import { addon, availableBackends, poisoned, randArray, relErr, rng, toBf16 } from '../helpers/index.js';
 import { runOpsAtSimdLevel } from '../helpers/simd.js';
 import { refAttn, refQkvPrep, ropeAngles, ropeRotate } from './ref.js';
 
@@ -179,6 +179,13 @@ describe.each(backends)('qkv_prep on %s', (backend) => {
     await expect(
       addon._ops(backend, 'qkv_prep', { ...base(), k_cache: { data: poisoned(32), shape: [1, 2, 2, 8] } }),
     ).rejects.toThrow(/k_cache and v_cache must both be \[R, H, n_ctx, D\]/);
+    await expect(
+      addon._ops(backend, 'qkv_prep', {
+        ...base(),
+        k_cache: { data: new Uint16Array(32), shape: [1, 1, 4, 8], dtype: 'f16' },
+        v_cache: { data: new Uint16Array(32), shape: [1, 1, 4, 8], dtype: 'f16' },
+      }),
+    ).rejects.toThrow(/k_cache and v_cache must be present, non-empty, contiguous and both f32 or both bf16/);
     const ok = base();
     await addon._ops(backend, 'qkv_prep', { ...ok, kv_pos: 2 });
     expect((ok.q_out as NativeTensor).data.every((e) => Number.isFinite(e))).toBe(true);
@@ -367,7 +374,14 @@ const attnCases: AttnCase[] = [
 ];
 
 /** The params (o poisoned) and float64 reference of one attention case. */
-function buildAttn(c: AttnCase): { params: OpParams; o: Float32Array; want: Float64Array } {
+/**
+ * The operands, output and float64 reference of an attention case. With `bf16Kv`, k and v are
+ * rounded to bf16 first (the reference sees the rounded values) and their bits are returned too.
+ */
+function buildAttn(
+  c: AttnCase,
+  bf16Kv = false,
+): { params: OpParams; o: Float32Array; want: Float64Array; kBits?: Uint16Array; vBits?: Uint16Array } {
   const { R, H, Lq, D, nKv, nCtx } = c;
   const r = rng(R * 1000 + H * 100 + Lq * 10 + nKv);
   const q = randArray(R * H * Lq * D, r);
@@ -383,6 +397,16 @@ function buildAttn(c: AttnCase): { params: OpParams; o: Float32Array; want: Floa
   }
   // Cache positions past n_kv are not part of the op: NaN there must not leak into o.
   for (const t of [k, v]) for (let rh = 0; rh < R * H; rh++) t.fill(NaN, (rh * nCtx + nKv) * D, (rh + 1) * nCtx * D);
+  let kBits: Uint16Array | undefined;
+  let vBits: Uint16Array | undefined;
+  if (bf16Kv) {
+    const kb = toBf16(k);
+    const vb = toBf16(v);
+    k.set(kb.values);
+    v.set(vb.values);
+    kBits = kb.bits;
+    vBits = vb.bits;
+  }
   const Rb = c.bias === 'Rb=1' ? 1 : c.bias === 'Rb=R/2' ? R / 2 : R;
   let keyBias: Float32Array | undefined;
   if (c.bias !== 'none') {
@@ -417,7 +441,7 @@ function buildAttn(c: AttnCase): { params: OpParams; o: Float32Array; want: Floa
     scale: c.scale,
   };
   const want = refAttn(q, k, v, { R, H, Lq, D, nCtx, nKv, scale: c.scale, keyBias, Rb, kbBeta, qLvl, kLvl });
-  return { params, o, want };
+  return { params, o, want, kBits, vBits };
 }
 
 /** Query 0 of a masked case sees no key: exact zeros in every row and head. */
@@ -485,8 +509,14 @@ describe.each(backends)('attn on %s', (backend) => {
       scale: 1,
     });
     await expect(addon._ops(backend, 'attn', { ...base(), o: undefined })).rejects.toThrow(
-      /attn: q, k, v and o must be present, non-empty, contiguous f32/,
+      /attn: q and o must be present, non-empty, contiguous f32/,
     );
+    await expect(
+      addon._ops(backend, 'attn', {
+        ...base(),
+        v: { data: new Uint16Array(R * H * nCtx * D), shape: [R, H, nCtx, D], dtype: 'bf16' },
+      }),
+    ).rejects.toThrow(/attn: k and v must be present, non-empty, contiguous and both f32 or both bf16/);
     await expect(addon._ops(backend, 'attn', { ...base(), n_kv: 7 })).rejects.toThrow(
       /attn: n_kv must be in \[1, n_ctx = 6\], got 7/,
     );
@@ -527,10 +557,89 @@ describe.each(backends)('attn on %s', (backend) => {
   });
 });
 
+/**
+ * The bf16 KV cache (ops.h): qkv_prep stores its f32 k and v rounded to nearest even, and attn
+ * widens bf16 k/v exactly, so each op must equal its f32-cache run on the same backend bit for
+ * bit (qkv_prep after rounding that run's output; attn on the widened values). attn is also held
+ * to the float64 reference on the rounded values, at the f32 cases' tolerances.
+ */
+describe.each(backends)('bf16 KV cache on %s', (backend) => {
+  it.each(attnCases)('attn $name: R $R H $H Lq $Lq D $D n_kv $nKv n_ctx $nCtx mask $mask', async (c) => {
+    const { params, o, want, kBits, vBits } = buildAttn(c, /*bf16Kv=*/ true);
+    const k = params.k as NativeTensor;
+    const v = params.v as NativeTensor;
+    await addon._ops(backend, 'attn', params);
+    const o16 = poisoned(o.length);
+    await addon._ops(backend, 'attn', {
+      ...params,
+      k: { data: kBits!, shape: k.shape, dtype: 'bf16' },
+      v: { data: vBits!, shape: v.shape, dtype: 'bf16' },
+      o: { data: o16, shape: (params.o as NativeTensor).shape },
+    });
+    expect(o16).toEqual(o);
+    expect(relErr(o16, want)).toBeLessThan(attnTol(backend, c.D, c.tol ?? 1e-5));
+  });
+
+  it.each([
+    { R: 2, L: 9, H: 3, D: 64, nCtx: 20, kvPos: 4, pn: 3 },
+    { R: 2, L: 37, H: 1, D: 12, nCtx: 50, kvPos: 13 },
+    { R: 1, L: 7, H: 2, D: 20, nCtx: 9, kvPos: 1 },
+  ])('qkv_prep R $R L $L H $H D $D n_ctx $nCtx kv_pos $kvPos', async (c) => {
+    const { R, L, H, D, nCtx, kvPos } = c;
+    const r = rng(R * 100 + L * 10 + D + 7);
+    const qkv = randArray(R * L * 3 * H * D, r, -2, 2);
+    const qScale = randArray(H, r, 1, 100);
+    const ropePos = c.pn ? gridPos(c.pn) : randArray(L * 2, r, 0, 32);
+    const common = {
+      qkv: { data: qkv, shape: [R, L, 3, H * D] },
+      q_scale: { data: qScale, shape: [H] },
+      rope_pos: { data: ropePos, shape: [L, 2] },
+      kv_pos: kvPos,
+      l2norm: 1,
+      rope: 1,
+      rope_base: 10000,
+    };
+    const n = R * H * nCtx * D;
+    const q32 = poisoned(R * H * L * D);
+    const k32 = poisoned(n);
+    const v32 = poisoned(n);
+    await addon._ops(backend, 'qkv_prep', {
+      ...common,
+      q_out: { data: q32, shape: [R, H, L, D] },
+      k_cache: { data: k32, shape: [R, H, nCtx, D] },
+      v_cache: { data: v32, shape: [R, H, nCtx, D] },
+    });
+    const POISON = 0x7fc1; // a bf16 NaN pattern: rows outside [kv_pos, kv_pos + L) keep it
+    const q16 = poisoned(R * H * L * D);
+    const k16 = new Uint16Array(n).fill(POISON);
+    const v16 = new Uint16Array(n).fill(POISON);
+    await addon._ops(backend, 'qkv_prep', {
+      ...common,
+      q_out: { data: q16, shape: [R, H, L, D] },
+      k_cache: { data: k16, shape: [R, H, nCtx, D], dtype: 'bf16' },
+      v_cache: { data: v16, shape: [R, H, nCtx, D], dtype: 'bf16' },
+    });
+    expect(q16).toEqual(q32);
+    const kWant = toBf16(k32).bits;
+    const vWant = toBf16(v32).bits;
+    for (let rh = 0; rh < R * H; rh++)
+      for (let p = 0; p < nCtx; p++) {
+        const at = (rh * nCtx + p) * D;
+        const written = p >= kvPos && p < kvPos + L;
+        expect(Array.from(k16.subarray(at, at + D))).toEqual(
+          written ? Array.from(kWant.subarray(at, at + D)) : new Array<number>(D).fill(POISON),
+        );
+        expect(Array.from(v16.subarray(at, at + D))).toEqual(
+          written ? Array.from(vWant.subarray(at, at + D)) : new Array<number>(D).fill(POISON),
+        );
+      }
+  });
+});
+
 describe('attn and qkv_prep on the other CPU SIMD levels (child processes)', () => {
   // The micro-kernel's vector width (32/16/8 columns) and the column tails differ per level.
   const picked = attnCases.filter((c) => /bias per row|partial query block|D 6|VQVAE|one query/.test(c.name));
-  const built = picked.map(buildAttn);
+  const built = picked.map((c) => buildAttn(c));
   const R = 2;
   const L = 9;
   const H = 3;

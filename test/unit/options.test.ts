@@ -86,6 +86,13 @@ describe('validateUpscalerOptions', () => {
     rejects(v, { device: null }, 'Expected one of "auto", "cpu", "cuda" for device but received null');
   });
 
+  it('rejects invalid kvCache', () => {
+    rejects(v, { kvCache: 'f16' }, 'Expected one of "f32", "bf16" for kvCache but received "f16"');
+    rejects(v, { kvCache: 16 }, 'Expected one of "f32", "bf16" for kvCache but received 16');
+    expect(v({ kvCache: 'bf16' }).kvCache).toBe('bf16');
+    expect(v({}).kvCache).toBe('f32');
+  });
+
   it('rejects invalid seed', () => {
     const msg = (x: string) => `Expected integer between 0 and 9007199254740991 for seed but received ${x}`;
     rejects(v, { seed: -1 }, msg('-1'));
