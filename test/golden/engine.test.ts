@@ -13,9 +13,13 @@
  * - sampled tokens: identical (greedy at top_k = 1, and the Philox sampler of case b); a flip
  *   needs a near-tie below the logit error (the smallest top-2 gap, printed, is 8.6e-6 at a.s9
  *   against absolute logit errors ~1e-7);
- * - f_hat after each scale: max absolute error <= 1e-5 (measured <= 1.9e-6, values O(1));
- * - decoder output: relative L2 error <= 1e-5 and max absolute error <= 1e-4 (measured 1.3e-5
- *   on values of std 0.6 after ~30 convolutions);
+ * - f_hat after each scale: max absolute error <= 1e-5 x the tensor's largest magnitude
+ *   (measured <= 1.9e-6 absolute, values O(1));
+ * - decoder output: relative L2 error <= 1e-5 and max absolute error <= 3e-5 x its largest
+ *   magnitude (measured 1.3e-5 absolute on values of std 0.6, max 3.6, after ~30 convolutions);
+ * Max-error bounds scale with each tensor's magnitude (maxRel) so that they mean the same on
+ * every tensor and hold whichever SIMD path either side took (AV_SIMD here; the reference's
+ * PyTorch kernels differ by ~1e-6 x max|t| between AVX2 and AVX-512 machines, issue 10).
  * - uint8 images: every byte within 1 LSB (rounding sits at .5 after float math that differs in
  *   the last ulp; AdaIN truncates), and at most 0.1% of bytes differ at all (measured 0.014%).
  */
@@ -79,6 +83,13 @@ function cfgMix(z: Float32Array, t: number): Float32Array {
   const g = new Float32Array(half);
   for (let i = 0; i < half; i++) g[i] = Math.fround(Math.fround(one * z[i]!) - Math.fround(t32 * z[half + i]!));
   return g;
+}
+
+/** Largest absolute difference as a fraction of the reference's largest magnitude. */
+function maxRel(a: ArrayLike<number>, ref: ArrayLike<number>): number {
+  let peak = 0;
+  for (let i = 0; i < ref.length; i++) peak = Math.max(peak, Math.abs(ref[i]!));
+  return maxAbs(a, ref) / peak;
 }
 
 /** Byte-wise comparison of two images: largest difference and the fraction of bytes that differ. */
@@ -286,9 +297,9 @@ describe('golden parity (tiny config, CPU, f32)', () => {
       const gRef = f32(golden, `a.s${si}.G`);
       const eG = relErr(caseA.G[si]!, gRef);
       const idxRef = i32(golden, `a.s${si}.idx`);
-      const eF = maxAbs(caseA.fHat[si]!, f32(golden, `a.s${si}.f_hat`));
+      const eF = maxRel(caseA.fHat[si]!, f32(golden, `a.s${si}.f_hat`));
       rows.push(
-        `s${si}: G rel ${eG.toExponential(2)}  f_hat max ${eF.toExponential(2)}  gap ${minTopGap(gRef, 64).toExponential(2)}`,
+        `s${si}: G rel ${eG.toExponential(2)}  f_hat max rel ${eF.toExponential(2)}  gap ${minTopGap(gRef, 64).toExponential(2)}`,
       );
       expect(eG, `G s${si}`).toBeLessThan(1e-5);
       expect(Array.from(caseA.idx[si]!), `idx s${si}`).toEqual(Array.from(idxRef));
@@ -298,12 +309,12 @@ describe('golden parity (tiny config, CPU, f32)', () => {
   });
 
   it('case a: decoder output and images', () => {
-    const eDec = maxAbs(caseA.dec!, f32(golden, 'a.dec'));
+    const eDec = maxRel(caseA.dec!, f32(golden, 'a.dec'));
     const rDec = relErr(caseA.dec!, f32(golden, 'a.dec'));
     const img = byteDiff(caseA.img!, u8(golden, 'a.img_u8'));
     const adain = byteDiff(caseA.imgAdain!, u8(golden, 'a.img_adain_u8'));
-    console.log('case a dec max abs', eDec, 'rel', rDec, 'img', img, 'adain', adain);
-    expect(eDec).toBeLessThan(1e-4);
+    console.log('case a dec max rel', eDec, 'rel', rDec, 'img', img, 'adain', adain);
+    expect(eDec).toBeLessThan(3e-5);
     expect(rDec).toBeLessThan(1e-5);
     expect(img.max).toBeLessThanOrEqual(1);
     expect(img.frac).toBeLessThan(1e-3);
@@ -333,8 +344,8 @@ describe('golden parity (tiny config, CPU, f32)', () => {
     const rows: string[] = [];
     for (let si = 0; si < 10; si++) {
       const eG = relErr(r.G[si]!, f32(golden, `b.s${si}.G`));
-      const eF = maxAbs(r.fHat[si]!, f32(golden, `b.s${si}.f_hat`));
-      rows.push(`s${si}: G rel ${eG.toExponential(2)}  f_hat max ${eF.toExponential(2)}`);
+      const eF = maxRel(r.fHat[si]!, f32(golden, `b.s${si}.f_hat`));
+      rows.push(`s${si}: G rel ${eG.toExponential(2)}  f_hat max rel ${eF.toExponential(2)}`);
       expect(eG, `G s${si}`).toBeLessThan(1e-5);
       expect(Array.from(r.idx[si]!), `idx s${si}`).toEqual(Array.from(i32(golden, `b.s${si}.idx`)));
       expect(eF, `f_hat s${si}`).toBeLessThan(1e-5);
@@ -378,8 +389,8 @@ describe('golden parity (tiny config, CPU, f32)', () => {
         expect(eG, `G s${si}`).toBeLessThan(1e-5);
         expect(Array.from(r.idx[si]!), `idx s${si}`).toEqual(Array.from(i32(golden, `n.s${si}.idx`)));
       }
-      const eF = maxAbs(r.fHat[9]!, f32(golden, 'n.f_hat'));
-      console.log(`case n\n${rows.join('\n')}\nfinal f_hat max abs ${eF}`);
+      const eF = maxRel(r.fHat[9]!, f32(golden, 'n.f_hat'));
+      console.log(`case n\n${rows.join('\n')}\nfinal f_hat max rel ${eF}`);
       expect(eF).toBeLessThan(1e-5);
     } finally {
       await eng.dispose();
