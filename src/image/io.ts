@@ -30,22 +30,33 @@ import type { OutputFormat } from '../options.js';
 /** What the upscaler accepts as an image: a file path, encoded bytes, or a sharp instance. */
 export type ImageInput = string | Buffer | Uint8Array | Sharp;
 
+/**
+ * Why an {@link ImageError} was raised, for callers that map errors to their own statuses (the
+ * HTTP server answers 415, 413 and 400): `'unsupported'` an unrecognised or unsupported format,
+ * `'too-large'` dimensions beyond a limit, `'not-found'` a missing file, `'corrupt'` anything
+ * else (truncated or malformed data, failed encoding).
+ */
+export type ImageErrorReason = 'unsupported' | 'too-large' | 'not-found' | 'corrupt';
+
 /** An image that cannot be read, is too large, or cannot be written. `code` `'ERR_INVALID_IMAGE'`. */
 export class ImageError extends AlignvarError {
   /** The input as named in messages: the path, `<buffer>` or `<sharp instance>`. */
   readonly file: string;
   /** What is wrong, without the file name. */
   readonly problem: string;
+  /** The kind of problem (see {@link ImageErrorReason}); default `'corrupt'`. */
+  readonly reason: ImageErrorReason;
 
   /**
    * @param file - The input's name.
    * @param problem - What is wrong.
-   * @param options - `cause`: the underlying error.
+   * @param options - `cause`: the underlying error; `reason`: the kind of problem (default `'corrupt'`).
    */
-  constructor(file: string, problem: string, options?: ErrorOptions) {
+  constructor(file: string, problem: string, options?: ErrorOptions & { reason?: ImageErrorReason | undefined }) {
     super(`Cannot upscale ${file}: ${problem}`, 'ERR_INVALID_IMAGE', options);
     this.file = file;
     this.problem = problem;
+    this.reason = options?.reason ?? 'corrupt';
   }
 }
 Object.defineProperty(ImageError.prototype, 'name', { value: 'ImageError', writable: true, configurable: true });
@@ -153,6 +164,15 @@ function describeDecodeError(err: unknown): string {
   return `corrupt or truncated image data (${msg.trim()})`;
 }
 
+/** The {@link ImageErrorReason} of a sharp/libvips decoding error. */
+function decodeErrorReason(err: unknown): ImageErrorReason {
+  const msg = err instanceof Error ? err.message : String(err);
+  if (/Input file is missing/i.test(msg)) return 'not-found';
+  if (/unsupported image format/i.test(msg)) return 'unsupported';
+  if (/exceeds pixel limit/i.test(msg)) return 'too-large';
+  return 'corrupt';
+}
+
 /**
  * Decodes an image for upscaling.
  *
@@ -185,7 +205,7 @@ export async function decodeImage(input: ImageInput, options: DecodeOptions): Pr
   try {
     meta = await base(false).metadata();
   } catch (err) {
-    throw new ImageError(name, describeDecodeError(err), { cause: err });
+    throw new ImageError(name, describeDecodeError(err), { cause: err, reason: decodeErrorReason(err) });
   }
   const checkSize = (w: number, h: number): void => {
     const out = w * h * options.scale * options.scale;
@@ -194,6 +214,7 @@ export async function decodeImage(input: ImageInput, options: DecodeOptions): Pr
         name,
         `${w}x${h} pixels would give a ${w * options.scale}x${h * options.scale} output (${out} pixels), ` +
           `more than the limit of ${options.maxOutputPixels} pixels (maxOutputPixels)`,
+        { reason: 'too-large' },
       );
     }
   };
@@ -212,7 +233,7 @@ export async function decodeImage(input: ImageInput, options: DecodeOptions): Pr
     p = depth === 16 ? p.toColourspace('rgb16').raw({ depth: 'ushort' }) : p.toColourspace('srgb').raw();
     ({ data, info } = await p.toBuffer({ resolveWithObject: true }));
   } catch (err) {
-    throw new ImageError(name, describeDecodeError(err), { cause: err });
+    throw new ImageError(name, describeDecodeError(err), { cause: err, reason: decodeErrorReason(err) });
   }
   if (fromInstance) checkSize(info.width, info.height);
   if (info.channels !== 3 && info.channels !== 4) {
