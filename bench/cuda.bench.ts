@@ -2,7 +2,7 @@
  * CUDA per-op benchmarks at the model's real d24 shapes (STYLE rule 14; spec 9.2), on a GPU
  * machine:
  *
- *   ALIGNVAR_ADDON=<build>/Release/alignvar.node npx tsx bench/cuda.bench.ts [--filter s] [--time s]
+ *   ALIGNVAR_ADDON=<build>/Release/alignvar.node npx tsx bench/cuda.bench.ts [--filter regex] [--time s]
  *
  * Method. `_ops('cuda', op, params, repeat)` uploads the operands, runs the op `repeat` times
  * on the stream, synchronises and downloads the outputs. benchmark.js (defer: true) times
@@ -102,7 +102,8 @@ print(json.dumps(out))
 
 function torchRef(gemm: number[][], sdpa: number[][]): TorchRef {
   const r = spawnSync('python3', ['-c', PY, JSON.stringify({ gemm, sdpa })], { encoding: 'utf8', timeout: 300_000 });
-  if (r.status !== 0 || !r.stdout) return { ok: false, error: (r.stderr || r.error?.message || 'python3 failed').slice(-300) };
+  if (r.status !== 0 || !r.stdout)
+    return { ok: false, error: (r.stderr || r.error?.message || 'python3 failed').slice(-300) };
   try {
     return JSON.parse(r.stdout.trim().split('\n').pop()!) as TorchRef;
   } catch {
@@ -172,7 +173,11 @@ async function timeOp(c: Case): Promise<{ sec: number; repeat: number }> {
 
 // ---- cases ----------------------------------------------------------------------------------
 
-const C = 1536, H = 24, D = 64, V = 4096, R = 2;
+const C = 1536,
+  H = 24,
+  D = 64,
+  V = 4096,
+  R = 2;
 const cases: Case[] = [];
 const gemmShapes: number[][] = [];
 const sdpaShapes: number[][] = [];
@@ -227,7 +232,10 @@ function attn(name: string, Lq: number, Lk: number, bias: boolean, d = D, h = H,
         scale: 1,
       };
       if (bias) {
-        p.key_bias = f32(new Float32Array((r / 2) * Lk).map(() => Math.log(g() + 1e-6)), [r / 2, Lk]);
+        p.key_bias = f32(
+          new Float32Array((r / 2) * Lk).map(() => Math.log(g() + 1e-6)),
+          [r / 2, Lk],
+        );
         p.kb_beta = f32(new Float32Array(h).fill(0.05), [h]);
       }
       return p;
@@ -241,7 +249,8 @@ attn('si1', 4, 1029, true);
 attn('vqvae mid (generic D)', 1024, 1024, false, 640, 1, 1);
 
 function conv(name: string, Cin: number, Cout: number, Hh: number, Ww: number, stride = 1): void {
-  const Ho = Math.floor((Hh + 2 - 3) / stride) + 1, Wo = Math.floor((Ww + 2 - 3) / stride) + 1;
+  const Ho = Math.floor((Hh + 2 - 3) / stride) + 1,
+    Wo = Math.floor((Ww + 2 - 3) / stride) + 1;
   cases.push({
     group: 'conv2d',
     name: `${name} ${Cin}->${Cout} ${Hh}x${Ww} s${stride}`,
@@ -274,7 +283,11 @@ for (const B of [1, 16])
     flops: 0,
     bytes: B * 1024 * (4 + 32 * 2 + 32 * 4),
     params: () => ({
-      idx: { data: new Int32Array(B * 1024).map((_, i) => (i * 2654435761) % V >>> 0), shape: [B, 1024], dtype: 'i32' },
+      idx: {
+        data: new Int32Array(B * 1024).map((_, i) => ((i * 2654435761) % V) >>> 0),
+        shape: [B, 1024],
+        dtype: 'i32',
+      },
       codebook: bf16([V, 32], 3),
       y: f32(new Float32Array(B * 32 * 1024), [B, 32, 1024]),
       channel_major: 1,
@@ -338,10 +351,17 @@ cases.push({
 
 // ---- run --------------------------------------------------------------------------------------
 
-const selected = cases.filter((c) => !FILTER || `${c.group} ${c.name}`.includes(FILTER));
-console.log(`device: ${device.name} (cc ${device.computeCapability}, ${(device.totalMemory / 2 ** 30).toFixed(1)} GiB)`);
+const filterRe = FILTER ? new RegExp(FILTER) : undefined; // a regex over "group name"
+const selected = cases.filter((c) => !filterRe || filterRe.test(`${c.group} ${c.name}`));
+console.log(
+  `device: ${device.name} (cc ${device.computeCapability}, ${(device.totalMemory / 2 ** 30).toFixed(1)} GiB)`,
+);
 const ref: TorchRef = BACKEND === 'cuda' ? torchRef(gemmShapes, sdpaShapes) : { ok: false, error: 'dry run' };
-console.log(ref.ok ? `PyTorch ${ref.torch}: copy ${ref.copyGBs?.toFixed(0)} GB/s, bf16 8192^3 matmul ${ref.matmul8192Tflops?.toFixed(0)} TFLOP/s` : `PyTorch baseline unavailable: ${ref.error}`);
+console.log(
+  ref.ok
+    ? `PyTorch ${ref.torch}: copy ${ref.copyGBs?.toFixed(0)} GB/s, bf16 8192^3 matmul ${ref.matmul8192Tflops?.toFixed(0)} TFLOP/s`
+    : `PyTorch baseline unavailable: ${ref.error}`,
+);
 
 interface Row {
   group: string;
@@ -366,8 +386,11 @@ for (const c of selected) {
     }
     rows.push(row);
     const tf = row.tflops !== undefined ? `${row.tflops.toFixed(1).padStart(7)} TFLOP/s` : ''.padStart(15);
-    const rf = row.refTflops !== undefined ? ` (torch ${row.refTflops.toFixed(1)}, x${row.ratioToRef!.toFixed(2)})` : '';
-    console.log(`${c.group.padEnd(8)} ${c.name.padEnd(52)} ${row.usPerCall.toFixed(1).padStart(9)} us ${tf} ${row.gbs.toFixed(0).padStart(6)} GB/s${rf}`);
+    const rf =
+      row.refTflops !== undefined ? ` (torch ${row.refTflops.toFixed(1)}, x${row.ratioToRef!.toFixed(2)})` : '';
+    console.log(
+      `${c.group.padEnd(8)} ${c.name.padEnd(52)} ${row.usPerCall.toFixed(1).padStart(9)} us ${tf} ${row.gbs.toFixed(0).padStart(6)} GB/s${rf}`,
+    );
   } catch (e) {
     console.log(`${c.group.padEnd(8)} ${c.name.padEnd(52)} failed: ${e instanceof Error ? e.message : String(e)}`);
   }
@@ -376,9 +399,15 @@ for (const c of selected) {
 const ownCopy = rows.find((r) => r.name.startsWith('copy f32'))?.gbs;
 const copyRef = ref.ok ? ref.copyGBs : ownCopy;
 if (copyRef)
-  for (const r of rows.filter((x) => x.group === 'memory')) console.log(`  ${r.name}: ${((100 * r.gbs) / copyRef).toFixed(0)}% of the copy bandwidth (${copyRef.toFixed(0)} GB/s)`);
+  for (const r of rows.filter((x) => x.group === 'memory'))
+    console.log(
+      `  ${r.name}: ${((100 * r.gbs) / copyRef).toFixed(0)}% of the copy bandwidth (${copyRef.toFixed(0)} GB/s)`,
+    );
 
-const slug = device.name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
+const slug = device.name
+  .toLowerCase()
+  .replace(/[^a-z0-9]+/g, '-')
+  .replace(/^-|-$/g, '');
 const outDir = join(dirname(fileURLToPath(import.meta.url)), 'results');
 mkdirSync(outDir, { recursive: true });
 const file = join(outDir, BACKEND === 'cuda' ? `cuda-${slug}.json` : `${slug}.json`);

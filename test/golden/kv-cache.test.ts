@@ -18,6 +18,7 @@ import { Engine } from '../../src/engine.js';
 import { DEFAULT_MODEL_PATH } from '../../src/upscaler.js';
 import { SafetensorsFile } from '../../src/weights/safetensors.js';
 import { relErr } from '../helpers/index.js';
+import { psnrU8, syntheticTiles } from '../helpers/synthetic.js';
 
 const DIR = new URL('../fixtures/golden/', import.meta.url).pathname;
 const MODEL = `${DIR}tiny-model.safetensors`;
@@ -33,12 +34,6 @@ async function goldenTensor(name: string): Promise<Buffer> {
 
 function asI32(b: Buffer): Int32Array {
   return new Int32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
-}
-
-function psnr(a: Uint8Array, b: Uint8Array): number {
-  let se = 0;
-  for (let i = 0; i < a.length; i++) se += (a[i]! - b[i]!) ** 2;
-  return se === 0 ? Infinity : 10 * Math.log10((255 * 255) / (se / a.length));
 }
 
 describe('bf16 KV cache (tiny config, CPU)', () => {
@@ -95,29 +90,14 @@ describe('bf16 KV cache (tiny config, CPU)', () => {
     try {
       const s = a.lrSize;
       const n = 8;
-      // 8 tiles of a synthetic image: smooth shading, stripes of several periods and hard edges.
-      const tiles = new Uint8Array(n * s * s * 3);
-      for (let t = 0; t < n; t++)
-        for (let y = 0; y < s; y++)
-          for (let x = 0; x < s; x++) {
-            const X = x + (t % 4) * s;
-            const Y = y + Math.floor(t / 4) * s;
-            const stripes = 60 * Math.sin((X * (1 + (t % 3))) / 3 + Y / 7);
-            const box = X % 40 < 20 !== Y % 30 < 15 ? 50 : 0;
-            const base = [90 + X, 140 - Y / 2, 60 + (X * Y) / 80];
-            for (let c = 0; c < 3; c++)
-              tiles[((t * s + y) * s + x) * 3 + c] = Math.max(
-                0,
-                Math.min(255, Math.round(base[c]! + stripes * (c === 1 ? -1 : 1) + box)),
-              );
-          }
+      const tiles = syntheticTiles(n, s);
       const ia: number[] = [];
       const ib: number[] = [];
       const oa = await a.run(tiles, n, { cfg: 0, topK: 1, onStep: (_, t) => void ia.push(...t) });
       const ob = await b.run(tiles, n, { cfg: 0, topK: 1, onStep: (_, t) => void ib.push(...t) });
       let agree = 0;
       for (let i = 0; i < ia.length; i++) agree += ia[i] === ib[i] ? 1 : 0;
-      const p = psnr(ob, oa);
+      const p = psnrU8(ob, oa);
       console.log(
         `default model, bf16 KV cache: token agreement ${(agree / ia.length).toFixed(4)}, image PSNR ${p.toFixed(1)} dB`,
       );
