@@ -37,5 +37,6 @@ export {
 } from './options.js';
 export { ImageError, type ImageInput } from './image/io.js';
 export { AlignvarError, NativeError, WeightsError } from './errors.js';
+export type { BatcherStats as UpscalerStats } from './batch/batcher.js';
 export type { ModelConfig } from './model/config.js';
 export type { BackendInfo, DeviceInfo } from './binding/types.js';

@@ -115,8 +115,37 @@ export interface UpscalerOptions {
   /**
    * Tiles run through the model at once: an integer between 1 and 64. Default 4.
    * Larger batches are faster on GPUs and need more memory; the output does not depend on it.
+   * The default of `maxBatchTiles`, which takes precedence when both are given.
    */
   tileBatch?: number | undefined;
+  /**
+   * Dynamic batching: most tiles in one engine batch, taken round-robin from all concurrent
+   * `upscale()` calls on this upscaler (one tile per call in turn, so a large image does not
+   * starve small ones): an integer between 1 and 64. Default: `tileBatch` (4). The output
+   * bytes do not depend on it nor on which calls share a batch.
+   */
+  maxBatchTiles?: number | undefined;
+  /**
+   * Dynamic batching: longest wait, in milliseconds, for more tiles before a batch that is not
+   * full is started (counted from when its oldest tile was queued; a full batch starts at
+   * once): an integer between 0 and 60000. Default 2.
+   */
+  maxBatchDelayMs?: number | undefined;
+  /**
+   * Queue bound: most tiles waiting for the engine (queued, not yet in a batch) over all calls:
+   * an integer between 1 and 2147483647. A call whose tiles would pass it rejects with
+   * `AlignvarError` code `'ERR_QUEUE_FULL'` right after its image header is read, unless
+   * nothing else is queued (so an image larger than the bound still runs, alone). Default: no
+   * bound.
+   */
+  maxQueuedTiles?: number | undefined;
+  /**
+   * Queue bound: most `upscale()` calls in flight at once (queued + running in
+   * {@link Upscaler.stats}: from the call until its last tile leaves the engine): an integer
+   * between 1 and 2147483647. One more call rejects at once with `AlignvarError` code
+   * `'ERR_QUEUE_FULL'`, before its input is read. Default: no bound.
+   */
+  maxQueuedRequests?: number | undefined;
   /**
    * Colour correction of each tile (see {@link ColorFix}). Default: the model's metadata key
    * `color_fix` when it names a mode, else `'adain'`.
@@ -139,19 +168,27 @@ export interface UpscaleProgress {
   tilesDone: number;
   /** Tiles of this image. */
   tilesTotal: number;
-  /** Scale steps finished over all tile batches so far (0 to `scalesTotal`). */
+  /** Scale steps finished so far, counted per tile (0 to `scalesTotal`). */
   scalesDone: number;
-  /** Tile batches x scales per batch: `scalesDone / scalesTotal` is the overall fraction done. */
+  /** Tiles x scales per tile: `scalesDone / scalesTotal` is the overall fraction done. */
   scalesTotal: number;
 }
 
 /** Options of one {@link Upscaler.upscale} call. Every field is optional. */
 export interface UpscaleOptions {
   /**
-   * Cancels the call: checked before decoding, between tile batches and, inside the engine,
-   * between scale steps. The promise then rejects with an error named `'AbortError'`.
+   * Cancels the call: its tiles still queued leave the queue at once and the promise rejects
+   * with an error named `'AbortError'` (code `'ABORT_ERR'`). A running engine batch stops
+   * between scale steps when all of its tiles belong to cancelled calls; otherwise it finishes
+   * for the other calls and this call's tiles are dropped.
    */
   signal?: AbortSignal | undefined;
+  /**
+   * Time limit of the call in milliseconds, from the call to the result (decode, queue wait,
+   * engine, encode): an integer between 1 and 2147483647. Past it the call is cancelled like an
+   * aborted `signal` and rejects with `AlignvarError` code `'ERR_TIMEOUT'`. Default: none.
+   */
+  timeout?: number | undefined;
   /**
    * Called after every scale step of every tile batch and after every finished batch, on the
    * main thread; exceptions it throws abort the call.
@@ -186,6 +223,12 @@ export interface ResolvedUpscalerOptions {
   topK: number;
   topP: number;
   tileBatch: number;
+  maxBatchTiles: number;
+  maxBatchDelayMs: number;
+  /** `Infinity` when unbounded. */
+  maxQueuedTiles: number;
+  /** `Infinity` when unbounded. */
+  maxQueuedRequests: number;
   /** Undefined until the model's default is known (see {@link UpscalerOptions.colorFix}). */
   colorFix: ColorFix | undefined;
   maxOutputPixels: number;
@@ -194,6 +237,7 @@ export interface ResolvedUpscalerOptions {
 /** {@link UpscaleOptions} after validation. */
 export interface ResolvedUpscaleOptions {
   signal: AbortSignal | undefined;
+  timeout: number | undefined;
   onProgress: ((progress: UpscaleProgress) => void) | undefined;
   format: OutputFormat | undefined;
   quality: number | undefined;
@@ -213,8 +257,12 @@ const UPSCALER_KEYS: readonly string[] = [
   'tileBatch',
   'colorFix',
   'maxOutputPixels',
+  'maxBatchTiles',
+  'maxBatchDelayMs',
+  'maxQueuedTiles',
+  'maxQueuedRequests',
 ];
-const UPSCALE_KEYS: readonly string[] = ['signal', 'onProgress', 'format', 'quality', 'seed', 'raw'];
+const UPSCALE_KEYS: readonly string[] = ['signal', 'timeout', 'onProgress', 'format', 'quality', 'seed', 'raw'];
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -299,6 +347,7 @@ export function validateUpscalerOptions(options: unknown): ResolvedUpscalerOptio
   if (model !== undefined && (typeof model !== 'string' || model.length === 0)) {
     throw invalidOption('model', 'non-empty string (path of a .safetensors file)', model);
   }
+  const tileBatch = validateInteger('tileBatch', options.tileBatch, 1, MAX_TILE_BATCH, 4);
   return {
     model,
     device: validateChoice('device', options.device, DEVICES, 'auto'),
@@ -308,7 +357,17 @@ export function validateUpscalerOptions(options: unknown): ResolvedUpscalerOptio
     cfg: validateNumber('cfg', options.cfg, 0, MAX_CFG, undefined),
     topK: validateInteger('topK', options.topK, 0, MAX_TOP_K, 1),
     topP: validateNumber('topP', options.topP, 0, 1, 0.75),
-    tileBatch: validateInteger('tileBatch', options.tileBatch, 1, MAX_TILE_BATCH, 4),
+    tileBatch,
+    maxBatchTiles: validateInteger('maxBatchTiles', options.maxBatchTiles, 1, MAX_TILE_BATCH, tileBatch),
+    maxBatchDelayMs: validateInteger(
+      'maxBatchDelayMs',
+      options.maxBatchDelayMs,
+      0,
+      MAX_BATCH_DELAY_MS,
+      DEFAULT_MAX_BATCH_DELAY_MS,
+    ),
+    maxQueuedTiles: validateInteger('maxQueuedTiles', options.maxQueuedTiles, 1, MAX_QUEUE_BOUND, Infinity),
+    maxQueuedRequests: validateInteger('maxQueuedRequests', options.maxQueuedRequests, 1, MAX_QUEUE_BOUND, Infinity),
     colorFix: validateChoice('colorFix', options.colorFix, COLOR_FIXES, undefined),
     maxOutputPixels: validateInteger(
       'maxOutputPixels',
@@ -339,6 +398,7 @@ export function validateUpscaleOptions(options: unknown): ResolvedUpscaleOptions
   if (raw !== undefined && typeof raw !== 'boolean') throw invalidOption('raw', 'boolean', raw);
   return {
     signal,
+    timeout: validateInteger('timeout', options.timeout, 1, MAX_TIMEOUT_MS, undefined),
     onProgress: onProgress as ((progress: UpscaleProgress) => void) | undefined,
     format: validateChoice('format', options.format, OUTPUT_FORMATS, undefined),
     quality: validateInteger('quality', options.quality, 1, 100, undefined),

@@ -3,12 +3,14 @@
  * the engine in batches, blend the results, re-attach alpha, and encode.
  *
  * `createUpscaler(options)` loads the model once; `upscale(input, options)` may be called any
- * number of times (calls share the engine, which runs one batch at a time); `dispose()` frees
+ * number of times, concurrently: the tiles of concurrent calls share engine batches through the
+ * dynamic batcher (src/batch/), round-robin across calls, with bounded queues; `dispose()` frees
  * the model and backend.
  */
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 
+import { type BatcherStats, TileBatcher } from './batch/batcher.js';
 import { loadAddon, packageRoot } from './binding/load.js';
 import type { BackendInfo } from './binding/types.js';
 import { Engine, type EngineRunOptions } from './engine.js';
@@ -121,6 +123,59 @@ export interface TileSettings {
   signal?: AbortSignal | undefined;
   /** Progress callback. */
   onProgress?: ((p: UpscaleProgress) => void) | undefined;
+}
+
+/**
+ * Upscales 8-bit RGB pixels like {@link upscaleRgb}, but through the dynamic batcher: the
+ * image's tiles join engine batches shared with other concurrent calls. Tile `i` keeps image key
+ * `i`, so the bytes equal {@link upscaleRgb}'s for the same settings.
+ *
+ * @param batcher - The upscaler's batcher.
+ * @param slot - This call's place, from `batcher.reserve()`.
+ * @param engine - Tile sizes and scales per tile.
+ * @param image - `rgb` is `width * height * 3` bytes.
+ * @param settings - Sampling settings, cancellation and progress (`tileBatch` is unused: the
+ *   batcher's `maxBatchTiles` applies).
+ * @returns `(width * s) * (height * s) * 3` bytes, s = hrSize / lrSize.
+ */
+export async function upscaleRgbBatched(
+  slot: ReturnType<TileBatcher['reserve']>,
+  engine: Pick<TileEngine, 'lrSize' | 'hrSize' | 'scales'>,
+  image: { rgb: Uint8Array; width: number; height: number },
+  settings: Omit<TileSettings, 'tileBatch'>,
+): Promise<Uint8Array> {
+  const lr = engine.lrSize;
+  const scale = engine.hrSize / lr;
+  const overlap = Math.min(lr - 1, Math.round(lr * TILE_OVERLAP));
+  const plan = planTiles(image.width, image.height, { tile: lr, overlap, scale });
+  const blender = new TileBlender(plan, 3);
+  const total = plan.tiles.length;
+  const K = engine.scales;
+  const scalesTotal = total * K;
+  let tilesDone = 0;
+  const onProgress = settings.onProgress;
+  await slot.run({
+    count: total,
+    key: (i) => plan.tiles[i]!.index,
+    tile: (i) => extractTile(image.rgb, plan, plan.tiles[i]!, 3),
+    settings: {
+      seed: settings.seed,
+      cfg: settings.cfg,
+      topK: settings.topK,
+      topP: settings.topP,
+      colorFix: settings.colorFix,
+    },
+    onTile: (i, hr) => blender.add(plan.tiles[i]!.index, hr),
+    onScale:
+      onProgress &&
+      ((tiles, si) => onProgress({ tilesDone, tilesTotal: total, scalesDone: tilesDone * K + tiles * (si + 1), scalesTotal })),
+    onBatch: (tiles) => {
+      tilesDone += tiles;
+      onProgress?.({ tilesDone, tilesTotal: total, scalesDone: tilesDone * K, scalesTotal });
+    },
+    signal: settings.signal,
+  });
+  return blender.output;
 }
 
 /** The error an aborted call rejects with: name `'AbortError'`, code `'ABORT_ERR'`, cause = reason. */
@@ -274,6 +329,7 @@ export class Upscaler {
     Omit<ResolvedUpscalerOptions, 'cfg' | 'model' | 'colorFix'> & { cfg: number; model: string; colorFix: ColorFix }
   >;
   readonly #engine: Engine;
+  readonly #batcher: TileBatcher;
   #disposed = false;
 
   private constructor(engine: Engine, options: Upscaler['options'], fallbackReason: string | undefined) {
@@ -284,6 +340,12 @@ export class Upscaler {
     this.fallbackReason = fallbackReason;
     this.modelConfig = engine.config;
     this.scale = engine.hrSize / engine.lrSize;
+    this.#batcher = new TileBatcher(this.#tileEngine(), {
+      maxBatchTiles: options.maxBatchTiles,
+      maxBatchDelayMs: options.maxBatchDelayMs,
+      maxQueuedTiles: options.maxQueuedTiles,
+      maxQueuedRequests: options.maxQueuedRequests,
+    });
   }
 
   /**
@@ -325,6 +387,9 @@ export class Upscaler {
    *   format allows, its ICC profile, EXIF (orientation reset) and XMP.
    * @throws {TypeError} For invalid options or input.
    * @throws {ImageError} For an unreadable, corrupt, unsupported or too large image.
+   * @throws {AlignvarError} `ERR_QUEUE_FULL` at once when `maxQueuedRequests` calls are in
+   *   flight, or after the image header is read when its tiles would pass `maxQueuedTiles`;
+   *   `ERR_TIMEOUT` when `timeout` ms pass first; `ERR_DISPOSED` after {@link dispose}.
    * @throws An error named `'AbortError'` when `signal` aborts.
    */
   upscale(input: ImageInput, options: UpscaleOptions & { raw: true }): Promise<RawImage>;
@@ -334,6 +399,20 @@ export class Upscaler {
     return this.#upscale(input, options);
   }
 
+  /**
+   * How many model tiles an image is cut into (what `onProgress` counts as `tilesTotal`), so
+   * that a caller can size a progress total before upscaling.
+   *
+   * @param width - Input width in pixels, >= 1.
+   * @param height - Input height in pixels, >= 1.
+   * @returns The number of tiles, >= 1.
+   */
+  tileCount(width: number, height: number): number {
+    const lr = this.modelConfig.lrSize;
+    const overlap = Math.min(lr - 1, Math.round(lr * TILE_OVERLAP));
+    return planTiles(Math.max(1, width), Math.max(1, height), { tile: lr, overlap, scale: this.scale }).tiles.length;
+  }
+
   async #upscale(input: ImageInput, options: UpscaleOptions | undefined): Promise<Buffer | RawImage> {
     const o = validateUpscaleOptions(options);
     if (!isImageInput(input)) {
@@ -341,8 +420,23 @@ export class Upscaler {
     }
     if (this.#disposed) throw new AlignvarError('The upscaler has been disposed', 'ERR_DISPOSED');
     const name = inputName(input);
+    throwIfAborted(o.signal);
+    const slot = this.#batcher.reserve();
+    // The timeout and the caller's signal become one signal for everything below.
+    const timeoutCtl = o.timeout === undefined ? undefined : new AbortController();
+    const timeoutErr =
+      o.timeout === undefined
+        ? undefined
+        : new AlignvarError(`The upscale of ${name} timed out after ${o.timeout} ms`, 'ERR_TIMEOUT');
+    const timer = timeoutCtl && setTimeout(() => timeoutCtl.abort(timeoutErr), o.timeout);
+    const signal =
+      timeoutCtl === undefined
+        ? o.signal
+        : o.signal === undefined
+          ? timeoutCtl.signal
+          : AbortSignal.any([o.signal, timeoutCtl.signal]);
     try {
-      throwIfAborted(o.signal);
+      throwIfAborted(signal);
       const img = await decodeImage(input, { maxOutputPixels: this.options.maxOutputPixels, scale: this.scale, name });
       const width = img.width * this.scale;
       const height = img.height * this.scale;
@@ -354,14 +448,13 @@ export class Upscaler {
           `the ${width}x${height} output is too large for ${format.toUpperCase()} (at most ${maxSide} pixels a side); choose another format`,
         );
       }
-      const rgb = await upscaleRgb(this.#tileEngine(), img, {
+      const rgb = await upscaleRgbBatched(slot, this.#tileEngine(), img, {
         seed: o.seed ?? this.options.seed,
         cfg: this.options.cfg,
         topK: Math.min(this.options.topK, this.modelConfig.vocab),
         topP: this.options.topP,
         colorFix: this.options.colorFix,
-        tileBatch: this.options.tileBatch,
-        signal: o.signal,
+        signal,
         onProgress: o.onProgress,
       });
       const pixels = composePixels(rgb, width, height, this.#upscaleAlpha(img), img.gray, img.depth);
@@ -372,14 +465,27 @@ export class Upscaler {
           info: { width, height, channels: pixels.channels, depth: pixels.depth === 16 ? 'ushort' : 'uchar' },
         };
       }
-      throwIfAborted(o.signal);
+      throwIfAborted(signal);
       return await encodeImage(pixels, format, { quality: o.quality, metadata: img.metadata, name });
     } catch (err) {
+      if (timeoutCtl?.signal.aborted && !o.signal?.aborted) throw timeoutErr;
       if (o.signal?.aborted && (err === o.signal.reason || (err instanceof Error && err.name === 'AbortError'))) {
         throw abortError(o.signal);
       }
       throw err;
+    } finally {
+      if (timer) clearTimeout(timer);
+      slot.release();
     }
+  }
+
+  /**
+   * Batching and queue counters, for health checks and metrics: calls queued and running,
+   * tiles queued, batches and tiles run, mean batch size and engine throughput (see
+   * {@link BatcherStats} for each field's meaning and unit).
+   */
+  stats(): BatcherStats {
+    return this.#batcher.stats();
   }
 
   #tileEngine(): TileEngine {
@@ -403,12 +509,13 @@ export class Upscaler {
   }
 
   /**
-   * Frees the model and the device. Waits for a running tile batch; calls made afterwards
-   * reject with `ERR_DISPOSED`. Calling it again does nothing.
+   * Frees the model and the device. Waits for a running tile batch; queued calls and calls
+   * made afterwards reject with `ERR_DISPOSED`. Calling it again does nothing.
    */
   async dispose(): Promise<void> {
     if (this.#disposed) return;
     this.#disposed = true;
+    await this.#batcher.close();
     await this.#engine.dispose();
   }
 }

@@ -28,6 +28,12 @@ describe('validateUpscalerOptions', () => {
       tileBatch: 4,
       colorFix: undefined,
       maxOutputPixels: 16384 * 16384,
+      gpu: 0,
+      kvCache: 'f32',
+      maxBatchTiles: 4,
+      maxBatchDelayMs: 2,
+      maxQueuedTiles: Infinity,
+      maxQueuedRequests: Infinity,
     };
     expect(validateUpscalerOptions(undefined)).toEqual(defaults);
     expect(validateUpscalerOptions({})).toEqual(defaults);
@@ -46,6 +52,12 @@ describe('validateUpscalerOptions', () => {
       tileBatch: 1,
       colorFix: 'none',
       maxOutputPixels: 1,
+      gpu: 0,
+      kvCache: 'f32',
+      maxBatchTiles: 1,
+      maxBatchDelayMs: 0,
+      maxQueuedTiles: 1,
+      maxQueuedRequests: 1,
     };
     expect(validateUpscalerOptions(lo)).toEqual(lo);
     const hi = {
@@ -58,6 +70,12 @@ describe('validateUpscalerOptions', () => {
       tileBatch: 64,
       colorFix: 'wavelet',
       maxOutputPixels: 32768 * 32768,
+      gpu: 0,
+      kvCache: 'bf16',
+      maxBatchTiles: 64,
+      maxBatchDelayMs: 60_000,
+      maxQueuedTiles: 2 ** 31 - 1,
+      maxQueuedRequests: 2 ** 31 - 1,
     };
     expect(validateUpscalerOptions(hi)).toEqual(hi);
     expect(validateUpscalerOptions({ cfg: 7.5, topP: 0.9 })).toMatchObject({ cfg: 7.5, topP: 0.9 });
@@ -72,7 +90,7 @@ describe('validateUpscalerOptions', () => {
     rejects(
       v,
       { top_k: 2 },
-      'Expected one of "model", "device", "seed", "cfg", "topK", "topP", "tileBatch", "colorFix", "maxOutputPixels" for options key but received "top_k"',
+      'Expected one of "model", "device", "gpu", "kvCache", "seed", "cfg", "topK", "topP", "tileBatch", "colorFix", "maxOutputPixels", "maxBatchTiles", "maxBatchDelayMs", "maxQueuedTiles", "maxQueuedRequests" for options key but received "top_k"',
     );
   });
 
@@ -137,6 +155,33 @@ describe('validateUpscalerOptions', () => {
     rejects(v, { colorFix: false }, 'Expected one of "adain", "wavelet", "none" for colorFix but received false');
   });
 
+  it('rejects invalid maxBatchTiles (default: tileBatch)', () => {
+    rejects(v, { maxBatchTiles: 0 }, 'Expected integer between 1 and 64 for maxBatchTiles but received 0');
+    rejects(v, { maxBatchTiles: 65 }, 'Expected integer between 1 and 64 for maxBatchTiles but received 65');
+    rejects(v, { maxBatchTiles: 1.5 }, 'Expected integer between 1 and 64 for maxBatchTiles but received 1.5');
+    rejects(v, { maxBatchTiles: '8' }, 'Expected integer between 1 and 64 for maxBatchTiles but received "8"');
+    expect(v({ tileBatch: 8 }).maxBatchTiles).toBe(8);
+    expect(v({ tileBatch: 8, maxBatchTiles: 2 }).maxBatchTiles).toBe(2);
+  });
+
+  it('rejects invalid maxBatchDelayMs', () => {
+    const msg = (x: string) => `Expected integer between 0 and 60000 for maxBatchDelayMs but received ${x}`;
+    rejects(v, { maxBatchDelayMs: -1 }, msg('-1'));
+    rejects(v, { maxBatchDelayMs: 60_001 }, msg('60001'));
+    rejects(v, { maxBatchDelayMs: 0.5 }, msg('0.5'));
+    rejects(v, { maxBatchDelayMs: null }, msg('null'));
+  });
+
+  it('rejects invalid maxQueuedTiles and maxQueuedRequests', () => {
+    for (const name of ['maxQueuedTiles', 'maxQueuedRequests']) {
+      const msg = (x: string) => `Expected integer between 1 and 2147483647 for ${name} but received ${x}`;
+      rejects(v, { [name]: 0 }, msg('0'));
+      rejects(v, { [name]: 2 ** 31 }, msg('2147483648'));
+      rejects(v, { [name]: Infinity }, msg('Infinity'));
+      rejects(v, { [name]: '16' }, msg('"16"'));
+    }
+  });
+
   it('rejects invalid maxOutputPixels', () => {
     const msg = (x: string) => `Expected integer between 1 and 1073741824 for maxOutputPixels but received ${x}`;
     rejects(v, { maxOutputPixels: 0 }, msg('0'));
@@ -177,7 +222,7 @@ describe('validateUpscaleOptions', () => {
     rejects(
       u,
       { fmt: 'png' },
-      'Expected one of "signal", "onProgress", "format", "quality", "seed", "raw" for options key but received "fmt"',
+      'Expected one of "signal", "timeout", "onProgress", "format", "quality", "seed", "raw" for options key but received "fmt"',
     );
   });
 
@@ -215,6 +260,15 @@ describe('validateUpscaleOptions', () => {
 
   it('rejects invalid seed', () => {
     rejects(u, { seed: -3 }, 'Expected integer between 0 and 9007199254740991 for seed but received -3');
+  });
+
+  it('rejects invalid timeout', () => {
+    const msg = (x: string) => `Expected integer between 1 and 2147483647 for timeout but received ${x}`;
+    rejects(u, { timeout: 0 }, msg('0'));
+    rejects(u, { timeout: 2 ** 31 }, msg('2147483648'));
+    rejects(u, { timeout: 1.5 }, msg('1.5'));
+    rejects(u, { timeout: '1000' }, msg('"1000"'));
+    expect(u({ timeout: 1000 }).timeout).toBe(1000);
   });
 
   it('rejects invalid raw', () => {
