@@ -35,8 +35,16 @@ export {
   type UpscaleProgress,
   type UpscalerOptions,
 } from './options.js';
-export { ImageError, type ImageInput } from './image/io.js';
+export { ImageError, type ImageErrorReason, type ImageInput } from './image/io.js';
 export { AlignvarError, NativeError, WeightsError } from './errors.js';
 export type { BatcherStats as UpscalerStats } from './batch/batcher.js';
 export type { ModelConfig } from './model/config.js';
+export {
+  createServer,
+  startServer,
+  type AlignvarServer,
+  type QueueStats,
+  type ServeUpscaler,
+  type ServerOptions,
+} from './server/index.js';
 export type { BackendInfo, DeviceInfo } from './binding/types.js';
