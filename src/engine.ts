@@ -150,7 +150,8 @@ export class Engine {
         const info = file.tensors.get(e.name);
         const dtype = info ? DTYPES[info.dtype] : undefined;
         if (!info || !dtype) throw new WeightsError({ file: modelPath, tensor: e.name, problem: 'cannot be loaded' });
-        const buf = await file.read(e.name);
+        // NaN or Inf in a weight would upscale to garbage without a word: refused at load.
+        const buf = await file.read(e.name, { finite: true });
         await rethrowNative(native.loadTensor(e.name, { data: buf, shape: [...info.shape], dtype }));
       }
       await rethrowNative(native.finalize());

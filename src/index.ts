@@ -37,6 +37,7 @@ export {
 } from './options.js';
 export { ImageError, type ImageErrorReason, type ImageInput } from './image/io.js';
 export { AlignvarError, NativeError, WeightsError } from './errors.js';
+export { escapeControl } from './text.js';
 export type { BatcherStats as UpscalerStats } from './batch/batcher.js';
 export type { ModelConfig } from './model/config.js';
 export {

@@ -42,6 +42,7 @@ import {
   validateUpscaleOptions,
   validateUpscalerOptions,
 } from './options.js';
+import { escapeControl } from './text.js';
 import { SafetensorsFile } from './weights/safetensors.js';
 
 /** Path of the embedded default model, relative to the package root. */
@@ -82,7 +83,12 @@ export interface ModelInfo {
   path: string;
   /** Hyper-parameters detected from the file. */
   config: ModelConfig;
-  /** The file's `__metadata__` strings. */
+  /**
+   * The file's `__metadata__` strings (e.g. `status`), keys and values with their control
+   * characters escaped by {@link escapeControl} so that printing them cannot inject terminal
+   * escapes or line breaks. The known keys were validated (see `METADATA_KEYS` in
+   * src/model/config.ts), so only free text such as `status` can contain escapes.
+   */
   metadata: Readonly<Record<string, string>>;
   /** Guidance weight used when `cfg` is not given: the metadata's `cfg`, else 6. */
   defaultCfg: number;
@@ -294,7 +300,9 @@ export async function inspectModel(model?: string): Promise<ModelInfo> {
     return {
       path,
       config: detectConfig(file, path),
-      metadata: file.metadata,
+      metadata: Object.freeze(
+        Object.fromEntries(Object.entries(file.metadata).map(([k, v]) => [escapeControl(k), escapeControl(v)])),
+      ),
       defaultCfg: metadataCfg(file.metadata),
       defaultColorFix: metadataColorFix(file.metadata),
     };

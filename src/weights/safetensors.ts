@@ -19,7 +19,8 @@
  * multiple of 8 bytes. Metadata keys are sorted (the reference writes them in hash order).
  */
 import { randomBytes } from 'node:crypto';
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { constants, type Stats } from 'node:fs';
+import { open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 import { describeValue, invalidOption, WeightsError } from '../errors.js';
@@ -129,6 +130,16 @@ export interface SafetensorsHeader {
   readonly dataStart: number;
   /** Length of the data section in bytes: file size - dataStart. */
   readonly dataLength: number;
+}
+
+/** Options of {@link SafetensorsFile.read}. */
+export interface SafetensorsReadOptions {
+  /**
+   * When true, an F32, F16 or BF16 tensor holding a NaN or an infinity is a
+   * {@link WeightsError} naming the tensor and the first bad element (one pass over the bytes
+   * just read; other dtypes are not checked). Default false.
+   */
+  finite?: boolean;
 }
 
 /** Options of {@link SafetensorsFile.open}. */
@@ -288,9 +299,7 @@ function parseEntry(file: string, name: string, entry: unknown, dataLength: numb
   }
   for (const field of Object.keys(entry)) {
     if (field !== 'dtype' && field !== 'shape' && field !== 'data_offsets') {
-      throw fail(
-        `unexpected field ${JSON.stringify(field)} (only dtype, shape and data_offsets are allowed)`,
-      );
+      throw fail(`unexpected field ${JSON.stringify(field)} (only dtype, shape and data_offsets are allowed)`);
     }
   }
   const { dtype, shape, data_offsets: offsets } = entry;
@@ -321,9 +330,7 @@ function parseEntry(file: string, name: string, entry: unknown, dataLength: numb
     );
   }
   if (end > dataLength) {
-    throw fail(
-      `data offsets ${range(begin, end)} extend past the end of the data section (${dataLength} bytes)`,
-    );
+    throw fail(`data offsets ${range(begin, end)} extend past the end of the data section (${dataLength} bytes)`);
   }
   return Object.freeze({ name, dtype, shape: Object.freeze(dims), begin, end, byteLength: end - begin });
 }
@@ -347,11 +354,7 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
  * @returns The validated header.
  * @throws {WeightsError} On the first problem found.
  */
-export function parseSafetensorsHeader(
-  header: Uint8Array,
-  fileSize: number,
-  file: string,
-): SafetensorsHeader {
+export function parseSafetensorsHeader(header: Uint8Array, fileSize: number, file: string): SafetensorsHeader {
   const dataStart = PREFIX_BYTES + header.byteLength;
   const dataLength = fileSize - dataStart;
   if (dataLength < 0) {
@@ -399,8 +402,7 @@ export function parseSafetensorsHeader(
           throw new WeightsError({
             file,
             problem:
-              `${METADATA_KEY} must be an object of strings ` +
-              `but ${JSON.stringify(k)} is ${describeValue(v)}`,
+              `${METADATA_KEY} must be an object of strings ` + `but ${JSON.stringify(k)} is ${describeValue(v)}`,
           });
         }
       }
@@ -475,6 +477,50 @@ async function readFully(
   }
 }
 
+/** What a non-regular file is, for messages; undefined for a regular file. */
+function fileKind(st: Stats): string | undefined {
+  if (st.isFile()) return undefined;
+  if (st.isDirectory()) return 'a directory';
+  if (st.isFIFO()) return 'a FIFO (named pipe)';
+  if (st.isCharacterDevice()) return 'a character device';
+  if (st.isBlockDevice()) return 'a block device';
+  if (st.isSocket()) return 'a socket';
+  return 'another kind of file';
+}
+
+/** Elements scanned between yields to the event loop by {@link firstNonFinite} (64 MiB of F32). */
+const SCAN_CHUNK = 16 * 1024 * 1024;
+
+/**
+ * Index of the first NaN or infinity in an F32, F16 or BF16 tensor's bytes, or -1 (also for
+ * other dtypes). Tests the exponent bits (all ones means Inf or NaN), one pass, and yields to the
+ * event loop between chunks of {@link SCAN_CHUNK} elements. `bytes` must be aligned to the
+ * element size (as {@link SafetensorsFile.read} returns them).
+ *
+ * @param dtype - The tensor's dtype.
+ * @param bytes - Its little-endian bytes.
+ * @returns The element index, or -1 when every element is finite.
+ */
+export async function firstNonFinite(dtype: SafetensorsDType, bytes: Uint8Array): Promise<number> {
+  let words: Uint32Array | Uint16Array;
+  let mask: number;
+  if (dtype === 'F32') {
+    words = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+    mask = 0x7f800000;
+  } else if (dtype === 'BF16' || dtype === 'F16') {
+    words = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
+    mask = dtype === 'BF16' ? 0x7f80 : 0x7c00;
+  } else {
+    return -1;
+  }
+  for (let start = 0; start < words.length; start += SCAN_CHUNK) {
+    if (start > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    const end = Math.min(words.length, start + SCAN_CHUNK);
+    for (let i = start; i < end; i++) if ((words[i]! & mask) === mask) return i;
+  }
+  return -1;
+}
+
 /**
  * An open, validated safetensors file. {@link SafetensorsFile.open} reads and validates the
  * header only; tensor bytes are read on demand, one tensor at a time, at their offsets.
@@ -519,11 +565,18 @@ export class SafetensorsFile {
     if (!Number.isSafeInteger(maxHeaderBytes) || maxHeaderBytes < 1) {
       throw invalidOption('options.maxHeaderBytes', 'a positive integer', maxHeaderBytes);
     }
-    const fh = await open(path, 'r');
+    // Refused before opening: opening a FIFO for reading blocks until a writer appears, and a
+    // device can stream without end. O_NONBLOCK makes the open return at once if the path is
+    // swapped for a FIFO after the stat (the type is checked again on the handle); it changes
+    // nothing for a regular file.
+    const kind = fileKind(await stat(path));
+    if (kind !== undefined) throw new WeightsError({ file: path, problem: `not a regular file but ${kind}` });
+    const fh = await open(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
     try {
-      const stat = await fh.stat();
-      if (!stat.isFile()) throw new WeightsError({ file: path, problem: 'not a regular file' });
-      const fileSize = stat.size;
+      const st = await fh.stat();
+      const kindNow = fileKind(st);
+      if (kindNow !== undefined) throw new WeightsError({ file: path, problem: `not a regular file but ${kindNow}` });
+      const fileSize = st.size;
       const truncated = (what: string) => (got: number) =>
         new WeightsError({
           file: path,
@@ -590,14 +643,31 @@ export class SafetensorsFile {
    * Reads one tensor's bytes from disk (only those bytes).
    *
    * @param name - Tensor name.
+   * @param options - `finite: true` checks that a float tensor holds no NaN or infinity.
    * @returns A new Buffer of exactly `byteLength` bytes with its own ArrayBuffer at offset 0, so
    *   typed-array views of any element size are aligned.
-   * @throws {WeightsError} When the tensor does not exist, the file is closed or was truncated.
+   * @throws {WeightsError} When the tensor does not exist, the file is closed or was truncated,
+   *   or (with `finite`) the tensor holds a non-finite value.
    */
-  async read(name: string): Promise<Buffer> {
+  async read(name: string, options: SafetensorsReadOptions = {}): Promise<Buffer> {
     const info = this.#info(name);
     const buf = Buffer.allocUnsafeSlow(info.byteLength);
     await this.readInto(name, buf);
+    if (options.finite === true) {
+      const at = await firstNonFinite(info.dtype, buf);
+      if (at >= 0) {
+        const n = info.byteLength / DTYPE_SIZES[info.dtype];
+        const value = toFloat32(
+          { name, dtype: info.dtype, byteLength: DTYPE_SIZES[info.dtype] },
+          buf.subarray(at * DTYPE_SIZES[info.dtype], (at + 1) * DTYPE_SIZES[info.dtype]),
+        )[0];
+        throw new WeightsError({
+          file: this.path,
+          tensor: name,
+          problem: `element ${at} of ${n} is ${value} (${info.dtype}); weights must be finite`,
+        });
+      }
+    }
     return buf;
   }
 
@@ -616,12 +686,18 @@ export class SafetensorsFile {
       throw invalidOption('target', expected, target);
     }
     const fh = this.#handle(name);
-    await readFully(fh, target, 0, info.byteLength, this.dataStart + info.begin, (got) =>
-      new WeightsError({
-        file: this.path,
-        tensor: name,
-        problem: `the file ended after ${got} of ${info.byteLength} bytes (was it truncated after opening?)`,
-      }),
+    await readFully(
+      fh,
+      target,
+      0,
+      info.byteLength,
+      this.dataStart + info.begin,
+      (got) =>
+        new WeightsError({
+          file: this.path,
+          tensor: name,
+          problem: `the file ended after ${got} of ${info.byteLength} bytes (was it truncated after opening?)`,
+        }),
     );
   }
 
@@ -692,9 +768,7 @@ function planSafetensors(
     });
   }
   // Descending dtype enum order, then name: each tensor starts at a multiple of its element size.
-  entries.sort(
-    (a, b) => DTYPE_ORDER.indexOf(b.dtype) - DTYPE_ORDER.indexOf(a.dtype) || compareUtf8(a.name, b.name),
-  );
+  entries.sort((a, b) => DTYPE_ORDER.indexOf(b.dtype) - DTYPE_ORDER.indexOf(a.dtype) || compareUtf8(a.name, b.name));
 
   // The JSON text is built by hand: JSON.stringify would enumerate integer-like keys ("0", "12")
   // first, whatever the planned order.
@@ -805,7 +879,8 @@ function halfTable(): Float32Array {
     const sign = h & 0x8000 ? -1 : 1;
     const exp = (h >> 10) & 0x1f;
     const mant = h & 0x3ff;
-    if (exp === 0) table[h] = sign * mant * 2 ** -24; // zero and subnormals
+    if (exp === 0)
+      table[h] = sign * mant * 2 ** -24; // zero and subnormals
     else if (exp === 31) table[h] = mant ? Number.NaN : sign * Infinity;
     else table[h] = sign * (1 + mant / 1024) * 2 ** (exp - 15);
   }
@@ -822,10 +897,7 @@ function halfTable(): Float32Array {
  * @returns `info.byteLength / element size` values.
  * @throws {TypeError} For another dtype or a length mismatch.
  */
-export function toFloat32(
-  info: Pick<TensorInfo, 'name' | 'dtype' | 'byteLength'>,
-  buf: Uint8Array,
-): Float32Array {
+export function toFloat32(info: Pick<TensorInfo, 'name' | 'dtype' | 'byteLength'>, buf: Uint8Array): Float32Array {
   if (info.dtype !== 'F32' && info.dtype !== 'F16' && info.dtype !== 'BF16') {
     throw invalidOption(`the dtype of tensor ${JSON.stringify(info.name)}`, 'F32, F16 or BF16', info.dtype);
   }

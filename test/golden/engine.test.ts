@@ -511,13 +511,17 @@ describe('model files (tiny config)', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  /** Writes the tiny model with `edit` applied to its tensor table. */
-  async function write(name: string, edit: (t: Record<string, SafetensorsTensorInput>) => void): Promise<string> {
+  /** Writes the tiny model with `edit` applied to its tensor table and `extraMeta` to its metadata. */
+  async function write(
+    name: string,
+    edit: (t: Record<string, SafetensorsTensorInput>) => void,
+    extraMeta: Record<string, string> = {},
+  ): Promise<string> {
     const t: Record<string, SafetensorsTensorInput> = {};
     for (const [k, v] of Object.entries(model)) t[k] = { dtype: v.dtype, shape: v.shape, data: v.data };
     edit(t);
     const path = join(dir, name);
-    await writeSafetensors(path, t, meta);
+    await writeSafetensors(path, t, { ...meta, ...extraMeta });
     return path;
   }
 
@@ -547,19 +551,23 @@ describe('model files (tiny config)', () => {
     ['F16', 2e-3, 0.99],
   ] as const) {
     it(`runs ${dt} weights in their stored dtype`, async () => {
-      const path = await write(`tiny-${dt}.safetensors`, (t) => {
-        for (const [name, v] of Object.entries(model)) {
-          const castable =
-            v.shape.length >= 2 &&
-            name.endsWith('.weight') &&
-            !name.startsWith('sca.') &&
-            !name.startsWith('quantize.') &&
-            name !== 'class_emb.weight' &&
-            name !== 'lvl_embed.weight';
-          if (castable)
-            t[name] = { dtype: dt, shape: v.shape, data: (dt === 'BF16' ? toBf16(v.f32) : toF16(v.f32)).bits };
-        }
-      });
+      const path = await write(
+        `tiny-${dt}.safetensors`,
+        (t) => {
+          for (const [name, v] of Object.entries(model)) {
+            const castable =
+              v.shape.length >= 2 &&
+              name.endsWith('.weight') &&
+              !name.startsWith('sca.') &&
+              !name.startsWith('quantize.') &&
+              name !== 'class_emb.weight' &&
+              name !== 'lvl_embed.weight';
+            if (castable)
+              t[name] = { dtype: dt, shape: v.shape, data: (dt === 'BF16' ? toBf16(v.f32) : toF16(v.f32)).bits };
+          }
+        },
+        { dtype: dt.toLowerCase() },
+      );
       const eng = await Engine.create(path, { backend: 'cpu' });
       const ref = await Engine.create(MODEL, { backend: 'cpu' });
       try {

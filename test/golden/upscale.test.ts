@@ -127,9 +127,11 @@ describe.skipIf(!HAVE_MODEL)('Upscaler (tiny model)', () => {
         await w.dispose();
         await a.dispose();
       }
-      // an unknown value falls back to AdaIN
+      // an unknown value is an error naming the key, not a silent fallback to AdaIN (issue 10)
       await withMetadata(MODEL, join(dir, 'odd.safetensors'), { color_fix: 'lab' });
-      expect((await inspectModel(join(dir, 'odd.safetensors'))).defaultColorFix).toBe('adain');
+      await expect(inspectModel(join(dir, 'odd.safetensors'))).rejects.toThrow(
+        'Expected one of "adain", "wavelet", "none" for metadata color_fix but received "lab"',
+      );
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

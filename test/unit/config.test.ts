@@ -138,7 +138,7 @@ describe('detectConfig', () => {
   it('names the first tensor whose shape does not fit', () => {
     const tensors = tensorsOf(TINY);
     tensors.set('blocks.1.ffn.fc2.weight', { shape: [64, 128], dtype: 'F16' });
-    tensors.set('head.weight', { shape: [65, 64], dtype: 'F16' });
+    tensors.set('head.bias', { shape: [65], dtype: 'F16' });
     expect(() => detectConfig({ metadata: TINY_META, tensors }, 'x.safetensors')).toThrow(
       'Invalid safetensors file x.safetensors: tensor "blocks.1.ffn.fc2.weight": expected shape [64, 256] but found [64, 128]',
     );
@@ -147,7 +147,7 @@ describe('detectConfig', () => {
   it('names a tensor that contradicts the metadata', () => {
     const meta = { ...TINY_META, width: '96' };
     expect(() => detectConfig({ metadata: meta, tensors: tensorsOf(TINY) }, 'x')).toThrow(
-      'tensor "con_embedding.conv_out.weight": expected shape [96, 32, 3, 3] but found [64, 32, 3, 3]',
+      'metadata width="96" contradicts the tensors: word_embed.weight is [64, 16] (width first)',
     );
   });
 
@@ -167,9 +167,9 @@ describe('detectConfig', () => {
     );
     expect(() =>
       detectConfig({ metadata: { ...TINY_META, patch_nums: '1,3,2' }, tensors: tensorsOf(TINY) }, 'x'),
-    ).toThrow(/patch_nums=1,3,2: expected strictly increasing sizes/);
+    ).toThrow('metadata patch_nums="1,3,2": expected strictly increasing sizes');
     expect(() => detectConfig({ metadata: { ...TINY_META, depth: 'two' }, tensors: tensorsOf(TINY) }, 'x')).toThrow(
-      'metadata depth="two" is not an integer',
+      'Expected an integer in [1, 1000] for metadata depth but received "two"',
     );
   });
 });

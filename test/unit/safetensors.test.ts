@@ -489,7 +489,7 @@ describe('rejects malformed files, naming the file, the tensor and the problem',
   it('rejects a path that is not a regular file', async () => {
     const sub = join(dir, `folder-${++counter}`);
     await mkdir(sub);
-    expectNames(await openError(sub), sub, undefined, /^not a regular file$/);
+    expectNames(await openError(sub), sub, undefined, /^not a regular file but a directory$/);
   });
 
   it('passes the fs error through for a missing file', async () => {
