@@ -17,6 +17,11 @@ from typing import Dict, List, Tuple
 PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
 PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 
+LATENTS = ("image", "residual")
+RESIDUAL_SCALE_RANGE = (1.0 / 64, 64.0)  # what the engine accepts in __metadata__ residual_scale
+# Fields written to __metadata__ only when they differ from these defaults.
+OPTIONAL_METADATA = {"latent": "image", "residual_scale": 1.0}
+
 # Mask-generator sizes are fixed by spec 11.2 / 11.7 (not config values).
 SCA_LEVEL_EMBED_DIM = 8
 SCA_HIDDEN = 32
@@ -41,6 +46,15 @@ class ModelConfig:
     quant_resi: float = 0.5
     sca: bool = True
     rope_base: float = 10000.0
+    # Residual latent (issue 11; a project option, not in the spec). latent "image": the VQVAE
+    # tokenizes the HR image and the output is clamp(decoder(f_hat)) (spec 2.2). latent "residual":
+    # it tokenizes (HR - base) / residual_scale, where base = 2 * up01 - 1 in fp32 is the model's own
+    # upsampled LR input (up01 = resample.preprocess_lr's fp32 PIL-bicubic LR), and the output is
+    # clamp(base + residual_scale * decoder(f_hat), -1, 1) in fp32 (decoder output not clamped
+    # before the sum). Written to __metadata__ only when not the defaults, so older files and the
+    # golden fixtures are unchanged.
+    latent: str = "image"
+    residual_scale: float = 1.0
 
     def __post_init__(self) -> None:
         self.vq_ch_mult = tuple(int(v) for v in self.vq_ch_mult)
@@ -66,6 +80,11 @@ class ModelConfig:
             raise ValueError("num_classes must be >= 2 (label num_classes-1 is the CFG negative)")
         if self.share_quant_resi < 1:
             raise ValueError("share_quant_resi must be >= 1 (the number of Phi convs)")
+        if self.latent not in LATENTS:
+            raise ValueError(f"latent must be one of {LATENTS}, got {self.latent!r}")
+        if not (RESIDUAL_SCALE_RANGE[0] <= self.residual_scale <= RESIDUAL_SCALE_RANGE[1]):
+            raise ValueError(f"residual_scale must be in [{RESIDUAL_SCALE_RANGE[0]}, {RESIDUAL_SCALE_RANGE[1]}], "
+                             f"got {self.residual_scale!r}")
 
     # ----- derived sizes -----
     @property
@@ -84,6 +103,10 @@ class ModelConfig:
     @property
     def downsample(self) -> int:
         return 2 ** (len(self.vq_ch_mult) - 1)
+
+    @property
+    def residual(self) -> bool:
+        return self.latent == "residual"
 
     @property
     def hr_size(self) -> int:
@@ -200,7 +223,10 @@ def _fmt(v) -> str:
 
 def config_to_metadata(cfg: ModelConfig) -> Dict[str, str]:
     """All config fields as strings: tuples "1,2,3", bools "1"/"0", floats repr()."""
-    meta = {f.name: _fmt(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    meta = {f.name: _fmt(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+            if not (f.name in OPTIONAL_METADATA and getattr(cfg, f.name) == OPTIONAL_METADATA[f.name])}
+    if cfg.latent != "image" and "residual_scale" not in meta:
+        meta["residual_scale"] = _fmt(cfg.residual_scale)
     meta["format"] = "alignvar"
     return meta
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from . import sampling
 from .config import ModelConfig, rope_coordinates, rope_frequencies
 from .postprocess import adain_fix, to_uint8
+from .vqvae import compose_residual
 from .resample import area_down
 from .sca import MaskGenerator, beta_from_lambda, key_bias, structural_guidance, token_weights
 
@@ -424,7 +425,8 @@ class AlignVAR(nn.Module):
                 blk.attn.kv_caching(False)
         if return_intermediates:
             inter["dec"] = vqvae.decode(f_hat)
-            inter["img_u8"] = to_uint8(inter["dec"])
+            # residual latent: the image is base + residual_scale * decoder (adain_src is up01)
+            inter["img_u8"] = to_uint8(compose_residual(cfg, inter["dec"], adain_src))
             if adain_src is not None:
                 inter["img_adain_u8"] = adain_fix(inter["img_u8"].cpu(), adain_src.cpu())
             return f_hat, idx_all, inter

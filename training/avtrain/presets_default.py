@@ -75,7 +75,23 @@ def gpu_default512() -> ModelConfig:
     return _config.small().replace(patch_nums=PATCH_NUMS_512)
 
 
-PRESETS = {"default": default, "preview16": preview16, "default_d2": default_d2, "default_d4": default_d4, "default_abl": default_abl,
+def residual() -> ModelConfig:
+    """Issue 11 redesign: default()'s sizes with the residual latent (the VQVAE tokenizes
+    (HR - up4(LR)) / 0.25, the output is up4(LR) + 0.25 * decoder; see config.ModelConfig)."""
+    return default().replace(latent="residual", residual_scale=0.25)
+
+
+def residual_v1k() -> ModelConfig:
+    """Capacity candidate: residual() with V 1024 and Cvae 32."""
+    return residual().replace(vocab=1024, cvae=32)
+
+
+def residual_ch64() -> ModelConfig:
+    """Capacity candidate: residual() with a VQVAE of width 64 (GroupNorm(32) = 2 channels per group)."""
+    return residual().replace(vq_ch=64, vq_ch_mult=(1, 1, 2, 2))
+
+
+PRESETS = {"default": default, "residual": residual, "residual_v1k": residual_v1k, "residual_ch64": residual_ch64, "preview16": preview16, "default_d2": default_d2, "default_d4": default_d4, "default_abl": default_abl,
            "gpu_default": gpu_default, "gpu_default512": gpu_default512}
 _config.PRESETS.update(PRESETS)
 

@@ -16,6 +16,9 @@ preprocessing; 'random' is spec 10.1's random torch area / bilinear / bicubic.
 Logs (<out>/log.jsonl): every --log-every steps the loss, CE, HCC and their per-scale values,
 and every --val-every steps the validation PSNR-Y / SSIM-Y of greedy generations (after the
 AdaIN colour fix; without it as *_raw), plus teacher-forced validation CE and HCC.
+With a residual-latent config the tokens are those of (HR - base) / residual_scale (base: the
+PIL-bicubic upsampled LR, vqvae.VQVAE.encoder_input) and the validation output is base +
+residual_scale * decoder (VQVAE.output); the *_raw figures are then the model's own output.
 Checkpoints (<out>/var.pt) hold the config metadata, transformer and VQVAE weights, the
 optimizer and RNG states; --resume continues from the last one. Export one with
 `python3 -m avtrain.export --ckpt <out>/var.pt --out model.safetensors`.
@@ -104,7 +107,7 @@ def validate(var: AlignVAR, vae: VQVAE, val: Dict[str, torch.Tensor], cfg, devic
         lr_u8 = val["lr_u8"][i:i + 4]
         lr_m11, up01, lr01 = preprocess_lr(lr_u8.numpy(), cfg.hr_size)
         lr_m11, lr01 = lr_m11.to(device), lr01.to(device)
-        f, idx, gt, x_in = tokenize(vae, hr)
+        f, idx, gt, x_in = tokenize(vae, vae.encoder_input(hr, up01.to(device)))
         label = torch.zeros(hr.shape[0], dtype=torch.long, device=device)
         with autocast(device, args.amp):
             logits = var.forward_train(lr_m11, lr01, label, idx, vae, x_in=x_in)
@@ -119,7 +122,7 @@ def validate(var: AlignVAR, vae: VQVAE, val: Dict[str, torch.Tensor], cfg, devic
         out["hcc"].append(st["hcc"].item())
         with autocast(device, args.amp):
             f_hat, _, _ = var.generate(vae, lr_m11, lr01, cfg_scale=args.val_cfg, top_k=1)
-            dec = vae.decode(f_hat)
+            dec = vae.output(f_hat, up01.to(device))
         sr = to_uint8(dec.float()).cpu()
         fixed = adain_fix(sr, up01).numpy()
         wav = wavelet_fix(sr, up01).numpy()
@@ -197,7 +200,10 @@ def main(argv=None) -> None:
         label = batch["label"].to(device)
         gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         lr_m11 = upsample_lr(batch["lr_u8"], cfg.hr_size, args.lr_up, gen).to(device)
-        f, idx, gt, x_in = tokenize(vae, hr)
+        # a residual latent tokenizes HR minus the inference preprocessing's upsampled LR, whatever --lr-up
+        x_enc = vae.encoder_input(hr, preprocess_lr(batch["lr_u8"].numpy(), cfg.hr_size)[1].to(device)) \
+            if cfg.residual else hr
+        f, idx, gt, x_in = tokenize(vae, x_enc)
         if args.input_mask > 0:
             keep = torch.rand(x_in.shape[:2], generator=gen) >= args.input_mask
             x_in = x_in * keep[..., None].to(x_in.device, x_in.dtype)

@@ -2,13 +2,17 @@
 
     cd training && python3 -m avtrain.train_vqvae --config tiny --out runs/vq-tiny --steps 200
 
-Loss = L1(reconstruction, HR) (or, with --loss l1-adain, L1 after matching the reconstruction's
+Loss = L1(output, HR) (or, with --loss l1-adain, L1 after matching the reconstruction's
 per-channel mean/std to the HR's, plus --raw-l1 x L1) + VQ loss (codebook + 0.25 commitment,
 averaged over the K scales, Phi applied at every scale as VAR's quantize.forward). No perceptual
 or adversarial terms: there are no pretrained networks to build them from. The codebook is
 initialised from encoder outputs of the first batch (random latent vectors plus small noise),
 which avoids the dead codes of a fresh uniform init; --restart-every re-seeds codes that fall out
-of use later. Checkpoints (<out>/vqvae.pt) hold the config metadata, the weights, the optimizer
+of use later. With a residual-latent config (config.latent "residual") the encoder sees (HR - base) /
+residual_scale, base being the PIL-bicubic upsampled LR of --degrade, and the output is base +
+residual_scale * decoder: every loss is taken on that output, divided by residual_scale.
+--grad-l1 and --fft-l1 add the sharpening losses (finite-difference and Fourier-amplitude L1).
+Checkpoints (<out>/vqvae.pt) hold the config metadata, the weights, the optimizer
 and RNG state; --resume continues where the last one stopped.
 Logs go to <out>/log.jsonl: loss terms every --log-every steps and validation PSNR-Y/SSIM-Y of
 the reconstruction every --val-every steps.
@@ -32,7 +36,8 @@ from .trainutil import (
     JsonlLog, StepBatches, autocast, lin0_factor, param_groups, pick_device, rng_state, save_checkpoint,
     seed_everything, set_rng_state,
 )
-from .vqvae import VQVAE
+from .resample import preprocess_lr
+from .vqvae import VQVAE, compose_residual
 
 
 def parse_args(argv=None):
@@ -48,6 +53,13 @@ def parse_args(argv=None):
                     help="EMA hits per step, summed over the scales, below which a code counts as dead")
     ap.add_argument("--restart-until", type=float, default=0.8,
                     help="stop re-seeding after this fraction of --steps so the codebook can settle")
+    ap.add_argument("--grad-l1", type=float, default=0.0,
+                    help="weight of an L1 loss between the horizontal and vertical finite differences of the "
+                         "output and the HR (a sharpening loss that needs no pretrained net)")
+    ap.add_argument("--fft-l1", type=float, default=0.0,
+                    help="weight of an L1 loss between the Fourier amplitudes (rfft2, ortho) of the output and the HR")
+    ap.add_argument("--degrade", default="mixed", choices=("realesrgan", "bicubic", "mixed"),
+                    help="LR of a residual-latent config (the residual is HR minus the upsampled LR); unused otherwise")
     return ap.parse_args(argv)
 
 
@@ -72,6 +84,18 @@ def recon_loss(rec: torch.Tensor, hr: torch.Tensor, kind: str, raw_weight: float
     return (match_stats(rec, hr) - hr).abs().mean() + raw_weight * l1, l1
 
 
+def grad_l1(rec: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    """L1 between horizontal and vertical finite differences of rec and hr."""
+    dx = lambda x: x[..., :, 1:] - x[..., :, :-1]  # noqa: E731
+    dy = lambda x: x[..., 1:, :] - x[..., :-1, :]  # noqa: E731
+    return (dx(rec) - dx(hr)).abs().mean() + (dy(rec) - dy(hr)).abs().mean()
+
+
+def fft_l1(rec: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    """L1 between the Fourier amplitudes (rfft2, ortho normalisation) of rec and hr."""
+    return (torch.fft.rfft2(rec, norm="ortho").abs() - torch.fft.rfft2(hr, norm="ortho").abs()).abs().mean()
+
+
 @torch.no_grad()
 def init_codebook_from_data(vae: VQVAE, hr: torch.Tensor, gen: torch.Generator) -> None:
     f = vae.img_to_f(hr).float()
@@ -82,14 +106,17 @@ def init_codebook_from_data(vae: VQVAE, hr: torch.Tensor, gen: torch.Generator) 
 
 
 @torch.no_grad()
-def validate(vae: VQVAE, val_hr: torch.Tensor, device, amp: str) -> dict:
+def validate(vae: VQVAE, val_hr: torch.Tensor, device, amp: str, val_up01: torch.Tensor = None) -> dict:
     vae.eval()
-    psnr, ssim, psnr_m, ssim_m = [], [], [], []
+    psnr, ssim, psnr_m, ssim_m, sharp = [], [], [], [], []
     for i in range(0, val_hr.shape[0], 4):
         hr = val_hr[i:i + 4].to(device)
+        up01 = val_up01[i:i + 4].to(device) if val_up01 is not None else None
         with autocast(device, amp):
-            rec, _, _ = vae(hr)
+            rec, _, _ = vae(vae.encoder_input(hr, up01) if up01 is not None else hr)
+        rec = compose_residual(vae.cfg, rec.float(), up01)
         b = hr_to_u8(hr)
+        sharp.extend(metrics.sharpness(x, y) for x, y in zip(hr_to_u8(rec), b))
         for out, ps, ss in ((rec.float(), psnr, ssim), (match_stats(rec.float().clamp(-1, 1), hr), psnr_m, ssim_m)):
             for x, y in zip(hr_to_u8(out), b):
                 ps.append(metrics.psnr_y(x, y))
@@ -97,7 +124,8 @@ def validate(vae: VQVAE, val_hr: torch.Tensor, device, amp: str) -> dict:
     vae.train()
     return {"val_psnr_y": float(np.mean(psnr)), "val_ssim_y": float(np.mean(ssim)),
             "val_psnr_y_matched": float(np.mean(psnr_m)), "val_ssim_y_matched": float(np.mean(ssim_m)),
-            "n_val": len(psnr)}
+            "val_sharpness": float(np.mean(sharp)),
+            "codes_in_use": int((vae.quantize.ema_vocab_hit_SV.sum(0) > 0.01).sum().item()), "n_val": len(psnr)}
 
 
 def main(argv=None) -> None:
@@ -120,11 +148,18 @@ def main(argv=None) -> None:
     warmup = args.warmup_steps if args.warmup_steps >= 0 else max(1, args.steps // 20)
 
     train_ds = PairDataset(args.data, "train", hr_size=cfg.hr_size, seed=args.seed, length=args.steps * args.batch,
-                           split_file=args.split_file)
-    val_ds = PairDataset(args.data, "val", hr_size=cfg.hr_size, seed=args.seed, split_file=args.split_file)
+                           split_file=args.split_file, degrade=args.degrade)
+    val_ds = PairDataset(args.data, "val", hr_size=cfg.hr_size, seed=args.seed, split_file=args.split_file,
+                         degrade=args.degrade)
     n_val = min(args.val_images, len(val_ds))
-    val_hr = torch.stack([torch.from_numpy(val_ds.hr_u8(i).transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0)
-                          for i in range(n_val)])
+    val_up01 = None
+    if cfg.residual:  # the residual needs the LR: same val LR as stage 2 (seeded by the image)
+        items = [val_ds[i] for i in range(n_val)]
+        val_hr = torch.stack([it["hr"] for it in items])
+        val_up01 = preprocess_lr(torch.stack([it["lr_u8"] for it in items]).numpy(), cfg.hr_size)[1]
+    else:
+        val_hr = torch.stack([torch.from_numpy(val_ds.hr_u8(i).transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0)
+                              for i in range(n_val)])
     train_ds.preload()
     log = JsonlLog(os.path.join(args.out, "log.jsonl"), resume_step=start if ck else None)
     if not ck:
@@ -143,17 +178,27 @@ def main(argv=None) -> None:
 
     t0 = time.time()
     step = start
-    for batch in StepBatches(train_ds, args.batch, start, args.steps, workers=args.workers, hr_only=True):
+    if cfg.residual and args.loss != "l1":
+        raise SystemExit("a residual-latent config takes --loss l1 (its colour comes from the LR base)")
+    for batch in StepBatches(train_ds, args.batch, start, args.steps, workers=args.workers, hr_only=not cfg.residual):
         hr = batch["hr"].to(device)
+        up01 = preprocess_lr(batch["lr_u8"].numpy(), cfg.hr_size)[1].to(device) if cfg.residual else None
+        x = vae.encoder_input(hr, up01) if cfg.residual else hr
         if step == 0:
-            init_codebook_from_data(vae, hr, gen)
+            init_codebook_from_data(vae, x, gen)
         factor = lin0_factor(step, args.steps, warmup)
         for g in opt.param_groups:
             g["lr"] = args.lr * factor
         with autocast(device, args.amp):
-            rec, vq_loss, usage = vae(hr)
-        rec_loss, l1 = recon_loss(rec.float(), hr, args.loss, args.raw_l1)
-        loss = rec_loss + vq_loss.float()
+            rec, vq_loss, usage = vae(x)
+        # losses in image units, divided by residual_scale (= in decoder units for a residual config)
+        out = compose_residual(cfg, rec.float(), up01)
+        rec_loss, l1 = recon_loss(out, hr, args.loss, args.raw_l1)
+        if args.grad_l1 > 0:
+            rec_loss = rec_loss + args.grad_l1 * grad_l1(out, hr)
+        if args.fft_l1 > 0:
+            rec_loss = rec_loss + args.fft_l1 * fft_l1(out, hr)
+        loss = rec_loss / (cfg.residual_scale if cfg.residual else 1.0) + vq_loss.float()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(vae.parameters(), args.clip)
@@ -167,7 +212,7 @@ def main(argv=None) -> None:
                        "usage": float(np.mean(usage)), "grad_norm": gn, "restarted": restarted,
                        "sec": time.time() - t0})
         if step % args.val_every == 0 or step == args.steps:
-            log.write({"step": step, **validate(vae, val_hr, device, args.amp)})
+            log.write({"step": step, **validate(vae, val_hr, device, args.amp, val_up01)})
         if step % args.ckpt_every == 0 or step == args.steps:
             checkpoint(step)
     log.close()

@@ -366,6 +366,20 @@ class VQVAE(nn.Module):
         """Decoder output before the clamp: decoder(post_quant_conv(f_hat))."""
         return self.decoder(self.post_quant_conv(f_hat))
 
+    # ----- residual latent (config.latent == "residual"; see ModelConfig) -----
+    def encoder_input(self, hr: torch.Tensor, up01: torch.Tensor) -> torch.Tensor:
+        """What stage 1 and the tokenizer encode: hr itself (latent "image"), or (hr - base) /
+        residual_scale with base = residual_base(up01) (latent "residual")."""
+        if not self.cfg.residual:
+            return hr
+        return (hr.float() - residual_base(up01).to(hr.device)) / self.cfg.residual_scale
+
+    def output(self, f_hat: torch.Tensor, up01: torch.Tensor = None) -> torch.Tensor:
+        """The output image in [-1, 1] units before the clamp: decode(f_hat) (latent "image"), or
+        base + residual_scale * decode(f_hat) in fp32 (latent "residual", which needs up01)."""
+        dec = self.decode(f_hat)
+        return compose_residual(self.cfg, dec, up01)
+
     def f_hat_to_img(self, f_hat: torch.Tensor) -> torch.Tensor:
         """Spec 2.2 step 1: clamp(decode(f_hat), -1, 1)."""
         return self.decode(f_hat).clamp(-1, 1)
@@ -387,3 +401,17 @@ def vqvae_inference_keys(keys) -> List[str]:
         if k.startswith("decoder.") or k.startswith("post_quant_conv.")
         or k == "quantize.embedding.weight" or k.startswith("quantize.quant_resi.")
     ]
+
+
+def residual_base(up01: torch.Tensor) -> torch.Tensor:
+    """base = 2 * up01 - 1 in fp32, up01 the fp32 PIL-bicubic upsampled LR in [0, 1] (unclipped)."""
+    return up01.float() * 2.0 - 1.0
+
+
+def compose_residual(cfg: ModelConfig, dec: torch.Tensor, up01) -> torch.Tensor:
+    """dec (decoder output, not clamped) -> output before the clamp; identity for latent "image"."""
+    if not cfg.residual:
+        return dec
+    if up01 is None:
+        raise ValueError("a residual-latent model needs the upsampled LR (up01) to form its output")
+    return residual_base(up01).to(dec.device) + dec.float() * float(cfg.residual_scale)
