@@ -174,7 +174,8 @@ export async function upscaleRgbBatched(
     onTile: (i, hr) => blender.add(plan.tiles[i]!.index, hr),
     onScale:
       onProgress &&
-      ((tiles, si) => onProgress({ tilesDone, tilesTotal: total, scalesDone: tilesDone * K + tiles * (si + 1), scalesTotal })),
+      ((tiles, si) =>
+        onProgress({ tilesDone, tilesTotal: total, scalesDone: tilesDone * K + tiles * (si + 1), scalesTotal })),
     onBatch: (tiles) => {
       tilesDone += tiles;
       onProgress?.({ tilesDone, tilesTotal: total, scalesDone: tilesDone * K, scalesTotal });

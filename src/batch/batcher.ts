@@ -4,8 +4,8 @@
  * Pure TypeScript over the {@link TileEngine} seam: it knows tiles, keys and run settings, never
  * files, HTTP or Redis. One batch runs at a time (the engine is serial anyway); while it runs,
  * new calls queue their tiles. When the engine is free the next batch is filled round-robin
- * across the queued calls, one tile per call in turn, up to `maxBatchTiles`, so a large image
- * cannot starve small ones. A batch that would not be full waits until its oldest tile has been
+ * across the queued calls, one tile per call in turn (oldest call first), up to `maxBatchTiles`,
+ * so a large image cannot starve small ones: it gets one place per round like any other call. A batch that would not be full waits until its oldest tile has been
  * queued for `maxBatchDelayMs`.
  *
  * The engine's `run` takes one seed/cfg/topK/topP/colorFix per batch and a sampler key per tile,
@@ -162,7 +162,7 @@ export interface Slot {
 export class TileBatcher {
   readonly #engine: BatchEngine;
   readonly #o: BatcherOptions;
-  /** Requests with tiles still to hand out, in round-robin order (the head goes first). */
+  /** Requests with tiles still to hand out, in arrival order. */
   #queue: Request[] = [];
   /** Slots reserved and not released. */
   #slots = 0;
@@ -172,6 +172,8 @@ export class TileBatcher {
   #running: Promise<void> | undefined;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
+  /** A #scheduleNow microtask is pending. */
+  #kick = false;
   #batchesRun = 0;
   #tilesRun = 0;
   #busyMs = 0;
@@ -292,8 +294,21 @@ export class TileBatcher {
     r.reject(err);
   }
 
-  /** Starts a batch now, or arms the delay timer, or does nothing while one runs. */
+  /**
+   * Decides on the next batch in a microtask, so that calls queued in the same tick share a
+   * batch even with `maxBatchDelayMs` 0.
+   */
   #schedule(): void {
+    if (this.#kick) return;
+    this.#kick = true;
+    queueMicrotask(() => {
+      this.#kick = false;
+      this.#scheduleNow();
+    });
+  }
+
+  /** Starts a batch now, or arms the delay timer, or does nothing while one runs. */
+  #scheduleNow(): void {
     if (this.#running || this.#closed || this.#queue.length === 0) return;
     const oldest = this.#queue.reduce((m, r) => Math.min(m, r.queuedAt), Infinity);
     const wait = oldest + this.#o.maxBatchDelayMs - performance.now();
@@ -309,13 +324,16 @@ export class TileBatcher {
     if (this.#timer) return;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
-      this.#schedule();
+      this.#scheduleNow();
     }, Math.ceil(wait));
   }
 
   /**
-   * Picks the batch: the head request's settings, then one tile per request with the same
-   * settings, round after round, until full. The head then moves to the back of the queue.
+   * Picks the batch: the oldest request's settings, then one tile per request with the same
+   * settings in arrival order, round after round, until full. Requests keep their arrival order
+   * between batches, so with more calls than `maxBatchTiles` the oldest finish first (instead of
+   * every call finishing at the end), while a large call still takes at most its share of each
+   * batch.
    */
   #take(): { req: Request; index: number }[] {
     const head = this.#queue[0];
@@ -333,8 +351,6 @@ export class TileBatcher {
         progress = true;
       }
     }
-    // Round-robin over batches: the next batch starts after this one's first request.
-    this.#queue.push(this.#queue.shift()!);
     this.#queue = this.#queue.filter((r) => r.next < r.source.count);
     return picks;
   }
@@ -387,7 +403,10 @@ export class TileBatcher {
         },
       });
       if (out.length !== picks.length * hrBytes) {
-        throw new AlignvarError(`the engine returned ${out.length} bytes for ${picks.length} tiles`, 'ERR_ENGINE_OUTPUT');
+        throw new AlignvarError(
+          `the engine returned ${out.length} bytes for ${picks.length} tiles`,
+          'ERR_ENGINE_OUTPUT',
+        );
       }
     } catch (err) {
       failure = err;
