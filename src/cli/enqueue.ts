@@ -60,7 +60,9 @@ async function expandInputs(args: string[]): Promise<string[]> {
       .sort();
     for (const name of names) {
       const path = resolve(arg, name);
-      const meta = await sharp(path).metadata().catch(() => undefined);
+      const meta = await sharp(path)
+        .metadata()
+        .catch(() => undefined);
       if (meta?.format !== undefined) out.push(path);
     }
   }
@@ -70,7 +72,9 @@ async function expandInputs(args: string[]): Promise<string[]> {
 /** The output format of one input: --format, else what the API would pick from its content. */
 async function formatFor(input: string, format: OutputFormat | undefined): Promise<OutputFormat> {
   if (format !== undefined) return format;
-  const meta = await sharp(input).metadata().catch(() => undefined);
+  const meta = await sharp(input)
+    .metadata()
+    .catch(() => undefined);
   if (meta !== undefined) return defaultOutputFormat(meta.format, meta.compression);
   // Unreadable: the worker reports why; keep a name that says what it was meant to be.
   return formatOfPath(input) ?? 'png';
@@ -83,7 +87,8 @@ function outputName(input: string, format: OutputFormat): string {
 }
 
 function describe(o: JobOutcome): string {
-  if (o.error !== undefined) return `alignvar: error: ${o.error.includes(o.data.input) ? o.error : `${o.data.input}: ${o.error}`}`;
+  if (o.error !== undefined)
+    return `alignvar: error: ${o.error.includes(o.data.input) ? o.error : `${o.data.input}: ${o.error}`}`;
   const r = o.result;
   if (r === undefined) return `${o.data.input} -> ${o.data.output}`;
   return `${o.data.input} -> ${r.output} (${r.width}x${r.height}, ${r.skipped ? 'already complete' : `${r.ms} ms on ${r.device}`})`;
@@ -121,7 +126,9 @@ export async function run(argv: string[]): Promise<number> {
   if (values.redis === undefined) throw new UsageError('missing --redis <url>');
   const format = values.format as OutputFormat | undefined;
   if (format !== undefined && !OUTPUT_FORMATS.includes(format)) {
-    throw new UsageError(`Expected one of ${OUTPUT_FORMATS.join(', ')} for --format but received ${JSON.stringify(format)}`);
+    throw new UsageError(
+      `Expected one of ${OUTPUT_FORMATS.join(', ')} for --format but received ${JSON.stringify(format)}`,
+    );
   }
   const folder = resolve(values.output);
   const inputs = await expandInputs(positionals);
@@ -210,4 +217,3 @@ async function waitWithProgress(q: ReturnType<typeof openQueue>, jobs: UpscaleJo
   );
   return failed > 0 ? 1 : 0;
 }
-

@@ -114,7 +114,11 @@ export interface ExpectedOutput {
  * @throws sharp's error when the input cannot be read (the caller then runs the upscale, whose
  *   ImageError names the problem).
  */
-export async function expectedOutput(input: string, scale: number, format: OutputFormat | undefined): Promise<ExpectedOutput> {
+export async function expectedOutput(
+  input: string,
+  scale: number,
+  format: OutputFormat | undefined,
+): Promise<ExpectedOutput> {
   const meta = await sharp(input).metadata();
   const swap = (meta.orientation ?? 1) >= 5;
   const w = meta.autoOrient?.width ?? (swap ? meta.height : meta.width);

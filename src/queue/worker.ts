@@ -125,7 +125,8 @@ export async function createWorker(options: UpscaleWorkerOptions): Promise<Upsca
   if (!Number.isInteger(lockDuration) || lockDuration < 1000 || lockDuration > 3_600_000) {
     throw invalidOption('lockDuration', 'integer between 1000 and 3600000', options.lockDuration);
   }
-  if (options.log !== undefined && typeof options.log !== 'function') throw invalidOption('log', 'function', options.log);
+  if (options.log !== undefined && typeof options.log !== 'function')
+    throw invalidOption('log', 'function', options.log);
   const log = options.log ?? ((): void => undefined);
   const conn = redisClient(options.redis);
 
@@ -158,6 +159,15 @@ export async function createWorker(options: UpscaleWorkerOptions): Promise<Upsca
     signal: AbortSignal | undefined,
   ): Promise<UpscaleJobResult> => {
     const t0 = performance.now();
+    const handBack = async (): Promise<never> => {
+      await job.moveToWait(token);
+      handedBack++;
+      log(`job ${job.id} handed back to the queue (drain timeout)`);
+      throw new WaitingError();
+    };
+    // A job fetched together with the previous one's completion can start after the drain
+    // timeout has cancelled the running ones: it goes straight back.
+    if (handingBack && token !== undefined) return handBack();
     let data: UpscaleJobData;
     try {
       data = validateJobData(job.data);
@@ -195,12 +205,7 @@ export async function createWorker(options: UpscaleWorkerOptions): Promise<Upsca
       log(`job ${job.id} wrote ${data.output} (${meta.width}x${meta.height}, ${ms} ms)`);
       return { output: data.output, width: meta.width, height: meta.height, ms, device, skipped: false };
     } catch (err) {
-      if (handingBack && signal?.aborted && token !== undefined) {
-        await job.moveToWait(token);
-        handedBack++;
-        log(`job ${job.id} handed back to the queue (drain timeout)`);
-        throw new WaitingError();
-      }
+      if (handingBack && signal?.aborted && token !== undefined) return handBack();
       log(`job ${job.id} failed (attempt ${job.attemptsMade + 1}): ${message(err)}`);
       if (isInputError(err)) throw new UnrecoverableError(message(err));
       throw err;
@@ -221,7 +226,9 @@ export async function createWorker(options: UpscaleWorkerOptions): Promise<Upsca
     lastError = Date.now();
     log(`redis: ${message(err)} (retrying)`);
   });
-  worker.on('stalled', (jobId) => log(`job ${jobId} stalled (its worker stopped renewing the lock): back in the queue`));
+  worker.on('stalled', (jobId) =>
+    log(`job ${jobId} stalled (its worker stopped renewing the lock): back in the queue`),
+  );
 
   let closing: Promise<{ handedBack: number }> | undefined;
   const close = (closeOptions: UpscaleWorkerCloseOptions = {}): Promise<{ handedBack: number }> => {

@@ -1,0 +1,384 @@
+/**
+ * The queue end to end on a real Redis (see ./redis.ts for where it comes from; no Redis: the
+ * suite is skipped and counted as skipped, or fails under CI). Workers are `alignvar worker`
+ * child processes on the tiny model fixture; jobs are small images.
+ */
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { type Upscaler, createUpscaler } from '../../src/index.js';
+import { type UpscaleJob, type UpscaleQueue, enqueueUpscale, openQueue, waitForJobs } from '../../src/queue/index.js';
+import { REDIS_REQUIRED, RedisServer, acquireRedis, haveRedisServer } from './redis.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const CLI = join(ROOT, 'src', 'cli', 'main.ts');
+const MODEL = join(ROOT, 'test', 'fixtures', 'golden', 'tiny-model.safetensors');
+
+const redis = existsSync(MODEL) ? await acquireRedis() : { reason: `fixture ${MODEL} does not exist` };
+const url = 'url' in redis ? redis.url : undefined;
+if (url === undefined) {
+  const reason = 'reason' in redis ? redis.reason : '';
+  if (REDIS_REQUIRED) throw new Error(`queue tests need Redis (CI): ${reason}`);
+  console.log(`queue: skipped: ${reason}`);
+}
+
+/** A worker child process and what it has written to stderr. */
+interface WorkerProc {
+  proc: ChildProcess;
+  log: () => string;
+  exit: Promise<number | string>;
+  waitFor: (re: RegExp) => Promise<void>;
+}
+
+function startWorker(redisUrl: string, queue: string, ...args: string[]): WorkerProc {
+  const proc = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      CLI,
+      'worker',
+      '--redis',
+      redisUrl,
+      '--queue',
+      queue,
+      '--model',
+      MODEL,
+      '--device',
+      'cpu',
+      ...args,
+    ],
+    { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NO_COLOR: '1' } },
+  );
+  let text = '';
+  const waiters: { re: RegExp; done: () => void }[] = [];
+  proc.stderr!.setEncoding('utf8');
+  proc.stderr!.on('data', (chunk: string) => {
+    text += chunk;
+    for (const w of [...waiters]) {
+      if (w.re.test(text)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.done();
+      }
+    }
+  });
+  const exit = new Promise<number | string>((r) => proc.once('exit', (code, signal) => r(code ?? signal ?? -1)));
+  return {
+    proc,
+    log: () => text,
+    exit,
+    waitFor: (re) =>
+      new Promise<void>((resolveWait, reject) => {
+        if (re.test(text)) return resolveWait();
+        waiters.push({ re, done: resolveWait });
+        void exit.then((code) => reject(new Error(`worker exited (${code}) before ${re}:\n${text}`)));
+      }),
+  };
+}
+
+/** Lines "job <id> wrote <output>" in worker logs, counted per output. */
+function writesPerOutput(...logs: string[]): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const log of logs) {
+    for (const m of log.matchAll(/job \S+ wrote (\S+) \(/g)) counts.set(m[1]!, (counts.get(m[1]!) ?? 0) + 1);
+  }
+  return counts;
+}
+
+let dir: string;
+let inputs: string[] = [];
+let reference: Buffer[] = [];
+let up: Upscaler;
+let seq = 0;
+
+/** 20 small RGB images of different sizes and content, one tile each. */
+async function makeInputs(): Promise<string[]> {
+  const paths: string[] = [];
+  for (let i = 0; i < 20; i++) {
+    const w = 24 + (i % 5) * 6;
+    const h = 20 + (i % 4) * 8;
+    const raw = Buffer.alloc(w * h * 3);
+    for (let k = 0; k < raw.length; k++) raw[k] = (k * (7 + i) + i * 31) & 255;
+    const p = join(dir, 'in', `img${String(i).padStart(2, '0')}.png`);
+    await sharp(raw, { raw: { width: w, height: h, channels: 3 } })
+      .png()
+      .toFile(p);
+    paths.push(p);
+  }
+  return paths;
+}
+
+/** A fresh queue name and output folder per test. */
+async function fresh(): Promise<{ queue: string; out: string; q: UpscaleQueue }> {
+  const queue = `test-${process.pid}-${++seq}-${Date.now()}`;
+  const out = join(dir, `out${seq}`);
+  await mkdir(out);
+  return { queue, out, q: openQueue({ redis: url!, queue }) };
+}
+
+const seedOf = (i: number): number => 1000 + i;
+
+async function enqueueAll(q: UpscaleQueue, out: string): Promise<UpscaleJob[]> {
+  const jobs: UpscaleJob[] = [];
+  for (const [i, input] of inputs.entries()) {
+    jobs.push(
+      await enqueueUpscale(
+        q,
+        { input, output: join(out, `img${i}.png`), options: { seed: seedOf(i) } },
+        { backoffMs: 200 },
+      ),
+    );
+  }
+  return jobs;
+}
+
+/** Every output exists, once, byte-identical to the in-process API's, and no temp file is left. */
+async function expectAllOutputs(out: string, logs: string[]): Promise<void> {
+  const names = (await readdir(out)).sort();
+  expect(names).toEqual(inputs.map((_, i) => `img${i}.png`).sort());
+  for (const [i] of inputs.entries()) {
+    const got = await readFile(join(out, `img${i}.png`));
+    expect(got.equals(reference[i]!), `img${i}.png differs from the API's output`).toBe(true);
+  }
+  const writes = writesPerOutput(...logs);
+  for (const [i] of inputs.entries()) expect(writes.get(join(out, `img${i}.png`)), `writes of img${i}.png`).toBe(1);
+}
+
+beforeAll(async () => {
+  if (url === undefined) return;
+  dir = await mkdtemp(join(tmpdir(), 'alignvar-queue-'));
+  await mkdir(join(dir, 'in'));
+  inputs = await makeInputs();
+  up = await createUpscaler({ model: MODEL, device: 'cpu' });
+  reference = [];
+  for (const [i, input] of inputs.entries())
+    reference.push(await up.upscale(input, { format: 'png', seed: seedOf(i) }));
+});
+afterAll(async () => {
+  await up?.dispose();
+  if (dir) await rm(dir, { recursive: true, force: true });
+  if ('server' in redis) await redis.server?.destroy();
+});
+
+describe.skipIf(url === undefined)('queue (real Redis)', () => {
+  it('2 workers, 20 jobs: every output once, byte-identical to the API', async () => {
+    const { queue, out, q } = await fresh();
+    const a = startWorker(url!, queue, '--concurrency', '2');
+    const b = startWorker(url!, queue, '--concurrency', '2');
+    try {
+      const jobs = await enqueueAll(q, out);
+      // Enqueueing the same outputs again while they are queued adds nothing.
+      const again = await enqueueUpscale(q, {
+        input: inputs[0]!,
+        output: join(out, 'img0.png'),
+        options: { seed: seedOf(0) },
+      });
+      expect(again.id).toBe(jobs[0]!.id);
+      const outcomes = await waitForJobs(q, jobs);
+      expect(outcomes.map((o) => o.error)).toEqual(jobs.map(() => undefined));
+      for (const [i, o] of outcomes.entries()) {
+        expect(o.result).toMatchObject({ output: join(out, `img${i}.png`), device: 'cpu', skipped: false });
+        const meta = await sharp(reference[i]!).metadata();
+        expect([o.result!.width, o.result!.height]).toEqual([meta.width, meta.height]);
+      }
+      await expectAllOutputs(out, [a.log(), b.log()]);
+      // A completed output enqueued again is marked done without work.
+      const re = await enqueueUpscale(q, {
+        input: inputs[3]!,
+        output: join(out, 'img3.png'),
+        options: { seed: seedOf(3) },
+      });
+      const [o] = await waitForJobs(q, [re]);
+      expect(o!.result?.skipped).toBe(true);
+      expect(writesPerOutput(a.log(), b.log()).get(join(out, 'img3.png'))).toBe(1);
+    } finally {
+      a.proc.kill('SIGTERM');
+      b.proc.kill('SIGTERM');
+      expect(await a.exit).toBe(0);
+      expect(await b.exit).toBe(0);
+      await q.close();
+    }
+  });
+
+  it('kill -9 of a worker mid-job: another takes its job once the lock expires; all 20 once', async () => {
+    const { queue, out, q } = await fresh();
+    const a = startWorker(url!, queue, '--lock-duration', '2');
+    let b: WorkerProc | undefined;
+    try {
+      const jobs = await enqueueAll(q, out);
+      await a.waitFor(/job \S+ wrote .*\n(.|\n)*job \S+ wrote /);
+      // Kill A while it reports progress on a job that is not finished.
+      const active = await new Promise<UpscaleJob>((resolveActive) => {
+        const t = setInterval(() => {
+          void q.queue.getActive().then((list) => {
+            const job = list.find((j) => {
+              const p = j.progress as { scalesDone?: number; scalesTotal?: number } | number;
+              return typeof p === 'object' && p.scalesDone! < p.scalesTotal!;
+            });
+            if (job) {
+              clearInterval(t);
+              a.proc.kill('SIGKILL');
+              resolveActive(job);
+            }
+          });
+        }, 5);
+      });
+      expect(await a.exit).toBe('SIGKILL');
+      b = startWorker(url!, queue, '--lock-duration', '2');
+      const outcomes = await waitForJobs(q, jobs);
+      expect(outcomes.map((o) => o.error)).toEqual(jobs.map(() => undefined));
+      expect(b.log()).toContain(`job ${active.id} stalled`);
+      await expectAllOutputs(out, [a.log(), b.log()]);
+    } finally {
+      a.proc.kill('SIGKILL');
+      b?.proc.kill('SIGTERM');
+      if (b) expect(await b.exit).toBe(0);
+      await q.close();
+    }
+  });
+
+  it('a bad job among good ones fails at once with the ImageError message; the others go on', async () => {
+    const { queue, out, q } = await fresh();
+    const bad = join(dir, 'in-bad');
+    await mkdir(bad, { recursive: true });
+    const corrupt = join(bad, 'corrupt.png');
+    await writeFile(corrupt, Buffer.from('89504e470d0a1a0a0000000d4948445200', 'hex'));
+    const w = startWorker(url!, queue);
+    try {
+      const args = [
+        '--import',
+        'tsx',
+        CLI,
+        'enqueue',
+        inputs[0]!,
+        corrupt,
+        inputs[1]!,
+        inputs[2]!,
+        '-o',
+        out,
+        '--redis',
+        url!,
+        '--queue',
+        queue,
+        '--wait',
+        '--format',
+        'png',
+      ];
+      const r = await new Promise<{ code: number; stderr: string }>((resolveRun) => {
+        execFile(process.execPath, args, { cwd: ROOT, timeout: 100_000 }, (err, _stdout, stderr) => {
+          resolveRun({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stderr });
+        });
+      });
+      expect(r.code, r.stderr).toBe(1);
+      expect(r.stderr).toContain('alignvar: 4 jobs: 3 done, 1 failed');
+      expect(r.stderr).toMatch(/error: Cannot upscale .*corrupt\.png: /);
+      const failed = await q.queue.getFailed();
+      expect(failed).toHaveLength(1);
+      expect(failed[0]!.failedReason).toMatch(new RegExp(`^Cannot upscale ${corrupt.replace(/[.]/g, '\\.')}: `));
+      expect(failed[0]!.attemptsMade).toBe(1);
+      expect(w.log().match(/corrupt\.png/g)).toHaveLength(1);
+      expect((await readdir(out)).sort()).toEqual(['img00.png', 'img01.png', 'img02.png']);
+      for (const i of [0, 1, 2]) {
+        expect(
+          (await readFile(join(out, `img0${i}.png`))).equals(await up.upscale(inputs[i]!, { format: 'png' })),
+        ).toBe(true);
+      }
+    } finally {
+      w.proc.kill('SIGTERM');
+      expect(await w.exit).toBe(0);
+      await q.close();
+    }
+  });
+
+  it('SIGTERM: running jobs finish, no new ones are taken, exit 0', async () => {
+    const { queue, out, q } = await fresh();
+    const w = startWorker(url!, queue, '--concurrency', '2');
+    try {
+      const jobs = await enqueueAll(q, out);
+      await w.waitFor(/job \S+ wrote /);
+      w.proc.kill('SIGTERM');
+      expect(await w.exit, w.log()).toBe(0);
+      expect(w.log()).toContain('SIGTERM: no new jobs; finishing running ones');
+      const states = await Promise.all(jobs.map((j) => q.queue.getJobState(j.id!)));
+      const completed = jobs.filter((_, i) => states[i] === 'completed');
+      expect(states.every((s) => s === 'completed' || s === 'waiting')).toBe(true);
+      expect(completed.length).toBeGreaterThan(0);
+      expect(completed.length).toBeLessThan(jobs.length);
+      expect((await readdir(out)).sort()).toEqual(completed.map((j) => j.data.output.split('/').pop()).sort());
+    } finally {
+      w.proc.kill('SIGKILL');
+      await q.close();
+    }
+  });
+
+  it('SIGTERM past --drain-timeout hands running jobs back; another worker finishes them once', async () => {
+    const { queue, out, q } = await fresh();
+    const a = startWorker(url!, queue, '--concurrency', '2', '--drain-timeout', '0');
+    let b: WorkerProc | undefined;
+    try {
+      const jobs = await enqueueAll(q, out);
+      await a.waitFor(/job \S+ wrote /);
+      a.proc.kill('SIGTERM');
+      expect(await a.exit, a.log()).toBe(0);
+      const handed = [...a.log().matchAll(/job (\S+) handed back to the queue/g)].map((m) => m[1]!);
+      expect(handed.length, a.log()).toBeGreaterThan(0);
+      // With the drain timeout 0, whatever was running when SIGTERM came is handed back.
+      for (const id of handed) {
+        expect(await q.queue.getJobState(id)).toBe('waiting');
+        expect((await q.queue.getJob(id))!.attemptsMade).toBe(0);
+      }
+      expect((await readdir(out)).filter((n) => n.startsWith('.'))).toEqual([]);
+      b = startWorker(url!, queue, '--concurrency', '2');
+      const outcomes = await waitForJobs(q, jobs);
+      expect(outcomes.map((o) => o.error)).toEqual(jobs.map(() => undefined));
+      await expectAllOutputs(out, [a.log(), b.log()]);
+    } finally {
+      a.proc.kill('SIGKILL');
+      b?.proc.kill('SIGTERM');
+      if (b) expect(await b.exit).toBe(0);
+      await q.close();
+    }
+  });
+});
+
+describe.skipIf(url === undefined || !haveRedisServer())('queue: Redis restarted mid-run', () => {
+  let server: RedisServer | undefined;
+  afterAll(async () => {
+    await server?.destroy();
+  });
+
+  it('workers reconnect and finish; nothing is lost or written twice', async () => {
+    // Its own server: the shared one must not be restarted under the other suites.
+    server = await RedisServer.start();
+    const queue = `restart-${process.pid}`;
+    const out = join(dir, 'out-restart');
+    await mkdir(out);
+    const q = openQueue({ redis: server.url, queue });
+    const a = startWorker(server.url, queue, '--lock-duration', '5');
+    const b = startWorker(server.url, queue, '--lock-duration', '5');
+    try {
+      const jobs = await enqueueAll(q, out);
+      await Promise.race([a.waitFor(/job \S+ wrote /), b.waitFor(/job \S+ wrote /)]);
+      const before = writesPerOutput(a.log(), b.log()).size;
+      await server.restart(500);
+      expect(before).toBeLessThan(jobs.length);
+      const outcomes = await waitForJobs(q, jobs);
+      expect(outcomes.map((o) => o.error)).toEqual(jobs.map(() => undefined));
+      expect(await q.queue.getCompletedCount()).toBe(20);
+      await expectAllOutputs(out, [a.log(), b.log()]);
+    } finally {
+      a.proc.kill('SIGTERM');
+      b.proc.kill('SIGTERM');
+      expect(await a.exit).toBe(0);
+      expect(await b.exit).toBe(0);
+      await q.close();
+    }
+  });
+});
