@@ -66,6 +66,14 @@ export interface ModelConfig {
   hrSize: number;
   /** LR input side (= hrSize / 4). */
   lrSize: number;
+  /**
+   * What the VQVAE tokenizes (metadata `latent`, default "image"): "residual" = (HR - base) /
+   * residualScale, base = 2 * up01 - 1, the PIL-bicubic upsampled LR; the output is then
+   * base + residualScale * decoder before the clamp (issue 11; not in the spec).
+   */
+  latent: 'image' | 'residual';
+  /** Metadata `residual_scale` (only with latent "residual"; 1 when absent). */
+  residualScale: number;
 }
 
 /** Shape and dtype of one stored tensor (what the safetensors reader exposes). */
@@ -195,7 +203,8 @@ const TEXT: MetadataKey<string> = { expected: 'a string', parse: (s) => s };
  * - `vq_attn_at_lowest`, `sca`, `has_encoder`: "0" or "1"; `format`: "alignvar";
  *   `dtype`: "f32", "f16" or "bf16" (the storage dtype of the castable weights);
  * - `cfg` [0, 100] (the guidance default), `color_fix` "adain", "wavelet" or "none";
- *   `status`: any text (escape it before printing: src/text.ts `escapeControl`).
+ *   `status`: any text (escape it before printing: src/text.ts `escapeControl`);
+ * - `latent` "image" or "residual", `residual_scale` [1/64, 64] (only with latent "residual").
  */
 export const METADATA_KEYS = Object.freeze({
   depth: intKey(1, 1000),
@@ -221,6 +230,8 @@ export const METADATA_KEYS = Object.freeze({
   cfg: floatKey(0, MAX_CFG),
   color_fix: choiceKey(COLOR_FIXES),
   status: TEXT,
+  latent: choiceKey(['image', 'residual'] as const),
+  residual_scale: floatKey(1 / 64, 64),
 });
 
 /** The parsed values of the {@link METADATA_KEYS} a file states. */
@@ -234,17 +245,26 @@ export type ModelMetadata = {
  *
  * @param metadata - The `__metadata__` strings.
  * @param file - The file path, for error messages.
+ * @param evidence - What the tensors say about a key (e.g. `the file has 2 transformer blocks`),
+ *   appended to the message of a rejected value; optional.
  * @returns The values of the keys present.
- * @throws WeightsError `Expected <what> for metadata <key> but received "<value>"`.
+ * @throws WeightsError `Expected <what> for metadata <key> but received "<value>"[; <evidence>]`.
  */
-export function parseModelMetadata(metadata: Readonly<Record<string, string>>, file: string): ModelMetadata {
+export function parseModelMetadata(
+  metadata: Readonly<Record<string, string>>,
+  file: string,
+  evidence: (key: string) => string | undefined = () => undefined,
+): ModelMetadata {
   const out: Record<string, unknown> = {};
   for (const [key, spec] of Object.entries(METADATA_KEYS) as [string, MetadataKey<unknown>][]) {
     if (!Object.hasOwn(metadata, key)) continue;
     const text = metadata[key]!;
     const value = spec.parse(text);
-    if (value === undefined)
-      throw bad(file, `Expected ${spec.expected} for metadata ${key} but received ${quoteText(text)}`);
+    if (value === undefined) {
+      const says = evidence(key);
+      const tail = says === undefined ? '' : `; ${says}`;
+      throw bad(file, `Expected ${spec.expected} for metadata ${key} but received ${quoteText(text)}${tail}`);
+    }
     out[key] = value;
   }
   const parsed = out as ModelMetadata;
@@ -284,6 +304,43 @@ function dim(tensors: ReadonlyMap<string, TensorShapeInfo>, name: string, axis: 
 /** `name is [a, b]`, for contradiction messages. */
 function shapeSays(tensors: ReadonlyMap<string, TensorShapeInfo>, name: string): string {
   return `${name} is ${fmtShape(tensors.get(name)?.shape ?? [])}`;
+}
+
+/** What the tensors say about a metadata key, for the message of a rejected value. */
+function tensorEvidence(t: ReadonlyMap<string, TensorShapeInfo>, key: string): string | undefined {
+  const shapes = (...names: string[]) => {
+    const have = names.filter((n) => t.has(n));
+    return have.length === 0 ? undefined : have.map((n) => shapeSays(t, n)).join(', ');
+  };
+  switch (key) {
+    case 'depth':
+      return `the file has ${countText('transformer blocks', 'blocks.', indicesAfter(t, 'blocks.'))}`;
+    case 'width':
+    case 'cvae':
+      return shapes('word_embed.weight');
+    case 'heads':
+      return shapes('blocks.0.attn.scale_mul_1H11');
+    case 'mlp_ratio':
+      return shapes('blocks.0.ffn.fc1.weight', 'word_embed.weight');
+    case 'vocab':
+      return shapes('head.weight');
+    case 'num_classes':
+      return shapes('class_emb.weight');
+    case 'patch_nums':
+      return shapes('lvl_embed.weight', 'pos_start');
+    case 'vq_ch':
+      return shapes('decoder.conv_out.weight');
+    case 'vq_ch_mult':
+      return `the decoder has ${countText('levels', 'decoder.up.', indicesAfter(t, 'decoder.up.'))}`;
+    case 'vq_num_res':
+      return `the decoder has ${countText('blocks at level 0', 'decoder.up.0.block.', indicesAfter(t, 'decoder.up.0.block.'))}`;
+    case 'share_quant_resi': {
+      const phi = indicesAfter(t, 'quantize.quant_resi.qresi_ls.');
+      return `the file has ${countText('Phi convs', 'quantize.quant_resi.qresi_ls.', phi)}`;
+    }
+    default:
+      return undefined;
+  }
 }
 
 /** The error for a metadata value the tensors contradict. */
@@ -457,7 +514,7 @@ export function expectedTensors(cfg: ModelConfig): ExpectedTensor[] {
 export function detectConfig(header: WeightsHeader, file: string): ModelConfig {
   const t = header.tensors;
   const raw = header.metadata ?? {};
-  const meta = parseModelMetadata(raw, file);
+  const meta = parseModelMetadata(raw, file, (key) => tensorEvidence(t, key));
   /** Checks a metadata value against the shapes' value (when the shapes state one). */
   const agree = <T extends number | boolean | number[]>(
     key: keyof ModelMetadata,
@@ -645,6 +702,9 @@ export function detectConfig(header: WeightsHeader, file: string): ModelConfig {
     throw bad(file, `the conditioning net downsamples by ${2 ** (condCh.length - 1)} but the VQVAE by ${down}`);
   const hrSize = down * grid;
   if (hrSize % 4 !== 0) throw bad(file, `HR size ${hrSize} is not divisible by 4`);
+  const latent = meta.latent ?? 'image';
+  if (meta.residual_scale !== undefined && latent !== 'residual')
+    throw bad(file, `metadata residual_scale=${quoteText(raw.residual_scale ?? '')} needs latent "residual"`);
 
   const cfg: ModelConfig = {
     depth,
@@ -667,6 +727,8 @@ export function detectConfig(header: WeightsHeader, file: string): ModelConfig {
     grid,
     hrSize,
     lrSize: hrSize / 4,
+    latent,
+    residualScale: meta.residual_scale ?? 1,
   };
 
   const expected = expectedTensors(cfg);
