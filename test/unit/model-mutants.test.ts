@@ -304,6 +304,7 @@ describe('model files that hung or misled the loader (issue 10)', () => {
     expect(r?.ok).toBe(true);
     expect(r!.status).toBe('ok\\x1b[31m red\\r\\nfake: line\\x07\\x9b2J\\u202e');
     // nothing left that a terminal interprets
+    // eslint-disable-next-line no-control-regex
     expect(r!.status).not.toMatch(/[\u0000-\u001f\u007f-\u009f\u202e]/);
   });
 
