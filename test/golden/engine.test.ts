@@ -535,6 +535,17 @@ describe('model files (tiny config)', () => {
     );
   });
 
+  it('refuses a weight holding NaN at load, naming the tensor and the element', async () => {
+    const path = await write('nan.safetensors', (t) => {
+      const data = Float32Array.from(model['decoder.conv_in.weight']!.f32);
+      data[3] = Number.NaN;
+      t['decoder.conv_in.weight'] = { dtype: 'F32', shape: model['decoder.conv_in.weight']!.shape, data };
+    });
+    await expect(Engine.create(path, { backend: 'cpu' })).rejects.toThrow(
+      'tensor "decoder.conv_in.weight": element 3 of 4608 is NaN (F32); weights must be finite',
+    );
+  });
+
   it('names the first tensor whose shape does not fit', async () => {
     const path = await write('bad-shape.safetensors', (t) => {
       t['blocks.1.ffn.fc1.weight'] = { dtype: 'F32', shape: [128, 64], data: new Float32Array(128 * 64) };
