@@ -1,0 +1,162 @@
+/**
+ * The checkpoint keys the engine does not read, with the shapes the spec gives them: the VQVAE
+ * encoder side (spec 8.3: encoder.*, quant_conv.*, quantize.ema_vocab_hit_SV), VARSR's
+ * recomputable buffers (spec 8.2: lvl_1L, attn_bias_for_masking, blocks.*.attn.zero_k_bias) and
+ * the refiner (spec 6.1 / 8.2: decoder_norm.*, diffloss.net.*). Together with
+ * model/config.ts `expectedTensors` (what the engine reads) they are every key a VARSR or AlignVAR
+ * checkpoint may hold; anything else is an unexpected key.
+ */
+import type { ExpectedTensor, ModelConfig } from '../model/config.js';
+
+/** Sinusoid size of the refiner's timestep embedding (spec 6.1). */
+export const REFINER_FREQ_DIM = 256;
+
+/** A key family that is optional as a whole: all of its keys or none. */
+export interface KeyGroup {
+  /** What the group is, for messages ("the VQVAE encoder", "the refiner"). */
+  what: string;
+  /** Whether the converter keeps it in the output. */
+  keep: boolean;
+  tensors: ExpectedTensor[];
+}
+
+/** Keys of one dropped buffer, each optional on its own (spec 8.1). */
+export interface BufferKey extends ExpectedTensor {
+  /** Integer buffers (lvl_1L). */
+  integer: boolean;
+}
+
+/** The VQVAE encoder and quant_conv of a config (training/avtrain/vqvae.py Encoder). */
+export function encoderTensors(cfg: ModelConfig): ExpectedTensor[] {
+  const out: ExpectedTensor[] = [];
+  const add = (name: string, ...shape: number[]) => out.push({ name, shape });
+  const Cv = cfg.cvae;
+  const ch = cfg.vqCh;
+  const mult = cfg.vqChMult;
+  const levels = mult.length;
+  const res = (p: string, cin: number, cout: number) => {
+    add(`${p}.norm1.weight`, cin);
+    add(`${p}.norm1.bias`, cin);
+    add(`${p}.conv1.weight`, cout, cin, 3, 3);
+    add(`${p}.conv1.bias`, cout);
+    add(`${p}.norm2.weight`, cout);
+    add(`${p}.norm2.bias`, cout);
+    add(`${p}.conv2.weight`, cout, cout, 3, 3);
+    add(`${p}.conv2.bias`, cout);
+    if (cin !== cout) {
+      add(`${p}.nin_shortcut.weight`, cout, cin, 1, 1);
+      add(`${p}.nin_shortcut.bias`, cout);
+    }
+  };
+  const attn = (p: string, c: number) => {
+    add(`${p}.norm.weight`, c);
+    add(`${p}.norm.bias`, c);
+    add(`${p}.qkv.weight`, 3 * c, c, 1, 1);
+    add(`${p}.qkv.bias`, 3 * c);
+    add(`${p}.proj_out.weight`, c, c, 1, 1);
+    add(`${p}.proj_out.bias`, c);
+  };
+  add('encoder.conv_in.weight', ch, 3, 3, 3);
+  add('encoder.conv_in.bias', ch);
+  const inMult = [1, ...mult];
+  let blockIn = ch;
+  for (let l = 0; l < levels; l++) {
+    blockIn = ch * inMult[l]!;
+    const blockOut = ch * mult[l]!;
+    for (let b = 0; b < cfg.vqNumRes; b++) {
+      res(`encoder.down.${l}.block.${b}`, blockIn, blockOut);
+      blockIn = blockOut;
+      if (l === levels - 1 && cfg.vqAttnAtLowest) attn(`encoder.down.${l}.attn.${b}`, blockIn);
+    }
+    if (l !== levels - 1) {
+      add(`encoder.down.${l}.downsample.conv.weight`, blockIn, blockIn, 3, 3);
+      add(`encoder.down.${l}.downsample.conv.bias`, blockIn);
+    }
+  }
+  res('encoder.mid.block_1', blockIn, blockIn);
+  attn('encoder.mid.attn_1', blockIn);
+  res('encoder.mid.block_2', blockIn, blockIn);
+  add('encoder.norm_out.weight', blockIn);
+  add('encoder.norm_out.bias', blockIn);
+  add('encoder.conv_out.weight', Cv, blockIn, 3, 3);
+  add('encoder.conv_out.bias', Cv);
+  add('quant_conv.weight', Cv, Cv, 3, 3);
+  add('quant_conv.bias', Cv);
+  return out;
+}
+
+/** Refiner sizes read from its tensors (spec 6.1: W = 1024, 6 blocks for VARSR). */
+export interface RefinerDims {
+  width: number;
+  blocks: number;
+}
+
+/** The refiner's keys for a config and refiner sizes. */
+export function refinerTensors(cfg: ModelConfig, r: RefinerDims): ExpectedTensor[] {
+  const out: ExpectedTensor[] = [];
+  const add = (name: string, ...shape: number[]) => out.push({ name, shape });
+  const W = r.width;
+  const p = 'diffloss.net.';
+  add('decoder_norm.weight', cfg.width);
+  add('decoder_norm.bias', cfg.width);
+  add(`${p}time_embed.mlp.0.weight`, W, REFINER_FREQ_DIM);
+  add(`${p}time_embed.mlp.0.bias`, W);
+  add(`${p}time_embed.mlp.2.weight`, W, W);
+  add(`${p}time_embed.mlp.2.bias`, W);
+  add(`${p}cond_embed.weight`, W, cfg.width);
+  add(`${p}cond_embed.bias`, W);
+  add(`${p}input_proj.weight`, W, cfg.cvae);
+  add(`${p}input_proj.bias`, W);
+  for (let j = 0; j < r.blocks; j++) {
+    const b = `${p}res_blocks.${j}.`;
+    add(`${b}in_ln.weight`, W);
+    add(`${b}in_ln.bias`, W);
+    add(`${b}mlp.0.weight`, W, W);
+    add(`${b}mlp.0.bias`, W);
+    add(`${b}mlp.2.weight`, W, W);
+    add(`${b}mlp.2.bias`, W);
+    add(`${b}adaLN_modulation.1.weight`, 3 * W, W);
+    add(`${b}adaLN_modulation.1.bias`, 3 * W);
+  }
+  add(`${p}final_layer.linear.weight`, 2 * cfg.cvae, W);
+  add(`${p}final_layer.linear.bias`, 2 * cfg.cvae);
+  add(`${p}final_layer.adaLN_modulation.1.weight`, 2 * W, W);
+  add(`${p}final_layer.adaLN_modulation.1.bias`, 2 * W);
+  return out;
+}
+
+/** The recomputable buffers (each optional; dropped from the output). */
+export function bufferTensors(cfg: ModelConfig, seqLen: number): BufferKey[] {
+  const out: BufferKey[] = [
+    { name: 'lvl_1L', shape: [1, seqLen], integer: true },
+    { name: 'attn_bias_for_masking', shape: [1, 1, seqLen, seqLen], integer: false },
+    { name: 'quantize.ema_vocab_hit_SV', shape: [cfg.patchNums.length, cfg.vocab], integer: false },
+  ];
+  for (let i = 0; i < cfg.depth; i++)
+    out.push({ name: `blocks.${i}.attn.zero_k_bias`, shape: [cfg.width], integer: false });
+  return out;
+}
+
+/** Prefixes of the VQVAE's keys (a key with one of them belongs to the VQVAE file). */
+export const VQ_PREFIXES = ['encoder.', 'decoder.', 'quantize.', 'quant_conv.', 'post_quant_conv.'] as const;
+
+/** Whether `key` is a VQVAE key. */
+export function isVqKey(key: string): boolean {
+  return VQ_PREFIXES.some((p) => key.startsWith(p));
+}
+
+/**
+ * Whether a weight is stored in the requested dtype (else F32): the matrices of Linear and Conv
+ * layers, as training/avtrain/export.py `castable` (embedding tables, norms, biases, the codebook,
+ * the Phi convs and SCA stay f32, spec 0).
+ */
+export function castable(name: string, shape: readonly number[]): boolean {
+  return (
+    shape.length >= 2 &&
+    name.endsWith('.weight') &&
+    !name.startsWith('sca.') &&
+    !name.startsWith('quantize.') &&
+    name !== 'class_emb.weight' &&
+    name !== 'lvl_embed.weight'
+  );
+}

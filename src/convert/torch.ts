@@ -1,0 +1,228 @@
+/**
+ * Reads torch zip checkpoints (`torch.save` since 1.6) without Python: the zip is read with
+ * yauzl, `<archive>/data.pkl` with the restricted unpickler (./pickle.ts), and tensor bytes are
+ * streamed from the stored `<archive>/data/<key>` records on demand, never all at once.
+ *
+ * Layout written by torch: one top folder (`archive/` or the file's stem) holding `data.pkl`,
+ * `data/<key>` (one record per storage, uncompressed, little-endian), `version` and, since
+ * torch 1.10, `byteorder`. Legacy (pre-1.6, non-zip) pickles are refused.
+ */
+import { open as openFile } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+
+import yauzl from 'yauzl';
+
+import { AlignvarError } from '../errors.js';
+import { PickleError, TORCH_DTYPE_SIZES, unpickle, type StorageRef, type TensorRef } from './pickle.js';
+
+/** Largest `data.pkl` accepted (a trainer dict of a 2 GB checkpoint pickles to a few MB). */
+const MAX_PICKLE_BYTES = 256 * 1024 * 1024;
+/** Bytes per raw chunk handed to the caller for contiguous tensors. */
+export const CHUNK_BYTES = 8 * 1024 * 1024;
+
+/** A checkpoint that cannot be read or converted: the message names the file and what. */
+export class ConvertError extends AlignvarError {
+  /** @param message - What is wrong, starting with the file. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, 'ERR_CONVERT', options);
+  }
+}
+Object.defineProperty(ConvertError.prototype, 'name', { value: 'ConvertError', enumerable: false, writable: true });
+
+/** Whether the tensor's elements are one run of its storage in row-major order. */
+export function isContiguous(t: Pick<TensorRef, 'shape' | 'stride'>): boolean {
+  let expect = 1;
+  for (let i = t.shape.length - 1; i >= 0; i--) {
+    const d = t.shape[i]!;
+    if (d !== 1 && t.stride[i] !== expect) return false;
+    expect *= d;
+  }
+  return true;
+}
+
+/** Number of elements of a shape. */
+export function numel(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+async function collect(stream: Readable, expected: number, what: string): Promise<Buffer> {
+  const out = Buffer.allocUnsafe(expected);
+  let n = 0;
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    if (n + chunk.length > expected) throw new ConvertError(`${what}: more bytes than expected`);
+    chunk.copy(out, n);
+    n += chunk.length;
+  }
+  if (n !== expected) throw new ConvertError(`${what}: ${n} bytes instead of ${expected}`);
+  return out;
+}
+
+/** An open torch zip checkpoint: its unpickled tree and on-demand access to tensor bytes. */
+export class TorchCheckpoint {
+  /** The top-level unpickled value (dicts are `Map`s, tensors {@link TensorRef}s). */
+  readonly root: unknown;
+  /** Path as given. */
+  readonly path: string;
+  private readonly zip: yauzl.ZipFile;
+  private readonly records: Map<string, yauzl.Entry>;
+  private readonly prefix: string;
+
+  private constructor(
+    path: string,
+    zip: yauzl.ZipFile,
+    records: Map<string, yauzl.Entry>,
+    prefix: string,
+    root: unknown,
+  ) {
+    this.path = path;
+    this.zip = zip;
+    this.records = records;
+    this.prefix = prefix;
+    this.root = root;
+  }
+
+  /**
+   * Opens a checkpoint and unpickles its `data.pkl`.
+   *
+   * @param path - A `.pth` / `.pt` file written by `torch.save`.
+   * @throws ConvertError for a file that is not a torch zip, a refused global or malformed data.
+   */
+  static async open(path: string): Promise<TorchCheckpoint> {
+    const fh = await openFile(path, 'r');
+    try {
+      const magic = Buffer.alloc(4);
+      await fh.read(magic, 0, 4, 0);
+      if (magic.readUInt32LE(0) !== 0x04034b50) {
+        const legacy = magic[0] === 0x80;
+        throw new ConvertError(
+          `${path}: not a torch zip checkpoint${legacy ? ' (a legacy pre-1.6 pickle: re-save it with a current torch.save)' : ' (no zip signature)'}`,
+        );
+      }
+    } finally {
+      await fh.close();
+    }
+    let zip: yauzl.ZipFile;
+    try {
+      zip = await yauzl.openPromise(path, { lazyEntries: true, autoClose: false, validateEntrySizes: true });
+    } catch (err) {
+      throw new ConvertError(`${path}: unreadable zip: ${(err as Error).message}`, { cause: err });
+    }
+    try {
+      const records = new Map<string, yauzl.Entry>();
+      for await (const e of zip.eachEntry()) records.set(e.fileName, e);
+      const pkl = [...records.keys()].filter((n) => /^[^/]+\/data\.pkl$/.test(n));
+      if (pkl.length !== 1)
+        throw new ConvertError(`${path}: expected one <archive>/data.pkl record in the zip, found ${pkl.length}`);
+      const prefix = pkl[0]!.slice(0, -'data.pkl'.length);
+      const order = records.get(`${prefix}byteorder`);
+      if (order !== undefined) {
+        const s = (
+          await collect(await zip.openReadStreamPromise(order), order.uncompressedSize, `${path}: byteorder`)
+        ).toString();
+        if (s.trim() !== 'little')
+          throw new ConvertError(`${path}: byteorder ${JSON.stringify(s)} is not supported (expected little)`);
+      }
+      const entry = records.get(pkl[0]!)!;
+      if (entry.uncompressedSize > MAX_PICKLE_BYTES)
+        throw new ConvertError(`${path}: ${pkl[0]} is ${entry.uncompressedSize} bytes (limit ${MAX_PICKLE_BYTES})`);
+      const data = await collect(await zip.openReadStreamPromise(entry), entry.uncompressedSize, `${path}: ${pkl[0]}`);
+      let root: unknown;
+      try {
+        root = unpickle(data, { source: `${path}: ${pkl[0]}` });
+      } catch (err) {
+        if (err instanceof PickleError) throw new ConvertError(err.message, { cause: err });
+        throw err;
+      }
+      return new TorchCheckpoint(path, zip, records, prefix, root);
+    } catch (err) {
+      zip.close();
+      if (err instanceof ConvertError) throw err;
+      throw new ConvertError(`${path}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  private record(s: StorageRef, name: string): yauzl.Entry {
+    const e = this.records.get(`${this.prefix}data/${s.key}`);
+    if (e === undefined)
+      throw new ConvertError(`${this.path}: tensor ${JSON.stringify(name)}: storage record data/${s.key} is missing`);
+    if (e.compressionMethod !== 0)
+      throw new ConvertError(
+        `${this.path}: storage record data/${s.key} is compressed; torch stores them uncompressed`,
+      );
+    const want = s.numel * TORCH_DTYPE_SIZES[s.dtype];
+    if (e.uncompressedSize < want)
+      throw new ConvertError(
+        `${this.path}: tensor ${JSON.stringify(name)}: storage data/${s.key} holds ${e.uncompressedSize} bytes but ${s.numel} x ${s.dtype} needs ${want}`,
+      );
+    return e;
+  }
+
+  /**
+   * The tensor's bytes in row-major element order (its storage dtype), in chunks of at most
+   * {@link CHUNK_BYTES} bytes (each a whole number of elements). Contiguous tensors are streamed;
+   * strided ones read the storage span they touch once and gather from it.
+   *
+   * @param t - A tensor of this checkpoint.
+   * @param name - Its key, for messages.
+   */
+  async *chunks(t: TensorRef, name: string): AsyncGenerator<Buffer> {
+    const esz = TORCH_DTYPE_SIZES[t.storage.dtype];
+    const n = numel(t.shape);
+    if (n === 0) return;
+    const entry = this.record(t.storage, name);
+    if (isContiguous(t)) {
+      const start = t.offset * esz;
+      const stream = await this.zip.openReadStreamPromise(entry, { start, end: start + n * esz });
+      let pending: Buffer = Buffer.alloc(0);
+      let got = 0;
+      for await (const chunk of stream as AsyncIterable<Buffer>) {
+        got += chunk.length;
+        pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
+        if (pending.length >= CHUNK_BYTES) {
+          const cut = pending.length - (pending.length % esz);
+          yield pending.subarray(0, cut);
+          pending = pending.subarray(cut);
+        }
+      }
+      if (got !== n * esz)
+        throw new ConvertError(`${this.path}: tensor ${JSON.stringify(name)}: read ${got} of ${n * esz} bytes`);
+      if (pending.length > 0) yield pending;
+      return;
+    }
+    // Strided view: the span [lo, hi] of storage elements it touches (strides are >= 0).
+    let hi = t.offset;
+    for (let i = 0; i < t.shape.length; i++) hi += (t.shape[i]! - 1) * t.stride[i]!;
+    const lo = t.offset;
+    const stream = await this.zip.openReadStreamPromise(entry, { start: lo * esz, end: (hi + 1) * esz });
+    const span = await collect(stream, (hi + 1 - lo) * esz, `${this.path}: tensor ${JSON.stringify(name)}`);
+    const out = Buffer.allocUnsafe(n * esz);
+    const dims = t.shape.length;
+    const idx = new Array<number>(dims).fill(0);
+    let src = 0;
+    for (let k = 0; k < n; k++) {
+      span.copy(out, k * esz, src * esz, src * esz + esz);
+      // Odometer increment of idx, updating the source element.
+      for (let d = dims - 1; d >= 0; d--) {
+        idx[d]!++;
+        src += t.stride[d]!;
+        if (idx[d]! < t.shape[d]!) break;
+        src -= t.stride[d]! * t.shape[d]!;
+        idx[d] = 0;
+      }
+    }
+    for (let b = 0; b < out.length; b += CHUNK_BYTES - (CHUNK_BYTES % esz))
+      yield out.subarray(b, Math.min(out.length, b + CHUNK_BYTES - (CHUNK_BYTES % esz)));
+  }
+
+  /** The whole tensor's bytes (row-major, storage dtype); for small tensors and tests. */
+  async read(t: TensorRef, name: string): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    for await (const c of this.chunks(t, name)) parts.push(Buffer.from(c));
+    return Buffer.concat(parts);
+  }
+
+  /** Closes the zip file. */
+  close(): void {
+    this.zip.close();
+  }
+}
