@@ -1,0 +1,112 @@
+/**
+ * Round trip of the `.pth` converter: test/fixtures/pth/varsr-tiny.pth (VARSR's official
+ * nesting, written by torch.save from training/avtrain/pth_fixtures.py) is converted in Node and
+ * run by the engine (CPU, f32); the outputs match golden-pth.safetensors, which the reference
+ * model computed on the same weights as torch.load reads them back. Tolerances are those of
+ * test/golden/engine.test.ts: tokens identical, f_hat max abs error <= 1e-5, decoder output
+ * relative L2 error <= 1e-5, uint8 images within 1 LSB.
+ *
+ * The refiner keys in the file are converted; the engine does not run the refiner yet
+ * (docs/decisions.md, "VARSR refiner"), so both conversions (with and without it) must give the
+ * reference's refiner-free output.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { convertCheckpoint } from '../../src/convert/index.js';
+import { Engine } from '../../src/engine.js';
+import { runScales } from '../../src/model/generate.js';
+import { SafetensorsFile } from '../../src/weights/safetensors.js';
+import { maxAbs, relErr } from '../helpers/index.js';
+
+const DIR = new URL('../fixtures/pth/', import.meta.url).pathname;
+
+async function loadGolden(): Promise<{
+  t: Map<string, Float32Array | Int32Array | Uint8Array>;
+  meta: Record<string, string>;
+}> {
+  const f = await SafetensorsFile.open(`${DIR}golden-pth.safetensors`);
+  const t = new Map<string, Float32Array | Int32Array | Uint8Array>();
+  try {
+    for (const [name, info] of f.tensors) {
+      const b = await f.read(name);
+      const ab = b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength);
+      t.set(
+        name,
+        info.dtype === 'F32' ? new Float32Array(ab) : info.dtype === 'I32' ? new Int32Array(ab) : new Uint8Array(ab),
+      );
+    }
+    return { t, meta: { ...f.metadata } };
+  } finally {
+    await f.close();
+  }
+}
+
+async function run(model: string, lr: Uint8Array, meta: Record<string, string>) {
+  const engine = await Engine.create(model, { backend: 'cpu' });
+  try {
+    const s = engine._session;
+    await s.prepare({
+      lr: { data: lr, shape: [2, engine.lrSize, engine.lrSize, 3], dtype: 'u8' },
+      image_keys: Int32Array.from([0, 1]),
+      seed: BigInt(meta.seed!),
+      cfg: Number(meta.cfg_scale),
+      top_k: Number(meta.top_k),
+      top_p: Number(meta.top_p),
+      debug: true,
+    });
+    const idx: Int32Array[] = [];
+    const fHat: Float32Array[] = [];
+    await runScales(s, engine.schedule, {
+      onStep: async (_si, tokens) => {
+        idx.push(tokens);
+        fHat.push((await s._debug('f_hat')).data);
+      },
+    });
+    const img = await s.decode({ color_fix: 'none' });
+    const dec = (await s._debug('decoded')).data;
+    return { idx, fHat, img, dec, config: engine.config };
+  } finally {
+    await engine.dispose();
+  }
+}
+
+describe('converted VARSR .pth matches the reference (tiny config, CPU, f32)', () => {
+  let tmp: string;
+  let golden: Map<string, Float32Array | Int32Array | Uint8Array>;
+  let meta: Record<string, string>;
+  beforeAll(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'av-convert-golden-'));
+    ({ t: golden, meta } = await loadGolden());
+  });
+  afterAll(async () => {
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  it.each([
+    ['with the refiner keys', true],
+    ['with --no-refiner', false],
+  ])('%s: tokens, f_hat, decoder output and image', async (_label, refiner) => {
+    const out = join(tmp, `m-${refiner}.safetensors`);
+    const r = await convertCheckpoint({ var: `${DIR}varsr-tiny.pth`, out, refiner });
+    expect(r.refiner).toBe(refiner);
+    const res = await run(out, golden.get('input.lr_u8') as Uint8Array, meta);
+    expect(res.config.patchNums.join(',')).toBe(meta.patch_nums);
+    const K = res.idx.length;
+    expect(K).toBe(4);
+    for (let si = 0; si < K; si++) {
+      expect(Array.from(res.idx[si]!), `idx s${si}`).toEqual(Array.from(golden.get(`s${si}.idx`)!));
+      expect(maxAbs(res.fHat[si]!, golden.get(`s${si}.f_hat`) as Float32Array), `f_hat s${si}`).toBeLessThan(1e-5);
+    }
+    const eDec = relErr(res.dec, golden.get('dec') as Float32Array);
+    console.log(`refiner=${refiner}: dec rel ${eDec.toExponential(2)}`);
+    expect(eDec).toBeLessThan(1e-5);
+    const ref = golden.get('img_u8') as Uint8Array;
+    let worst = 0;
+    for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(ref[i]! - res.img[i]!));
+    expect(worst).toBeLessThanOrEqual(1);
+  });
+});
