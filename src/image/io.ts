@@ -19,13 +19,20 @@
  *   other output formats are then written from that PNG with `keepMetadata`. sharp has no API to
  *   attach a profile without converting pixels, and this keeps the bytes exactly as decoded.
  * - Multi-page images (GIF, TIFF, WebP animations) contribute their first page only.
+ * - Only raster photo formats are read: JPEG, PNG, WebP, GIF, TIFF and HEIF/AVIF. SVG (a vector
+ *   format that would be rasterised at an arbitrary size, with an XML parser exposed to the
+ *   input) and libvips' own `.v` format are refused from their header.
+ * - Size limits are checked on the header, before any pixel is decoded (decompression bombs).
  *
  * Every failure is an {@link ImageError} naming the input and the problem.
  */
+import { open } from 'node:fs/promises';
+
 import sharp, { type Metadata, type OutputInfo, type Sharp, type SharpOptions } from 'sharp';
 
 import { AlignvarError } from '../errors.js';
 import type { OutputFormat } from '../options.js';
+import { SNIFF_BYTES, sniffFormat } from './sniff.js';
 
 /** What the upscaler accepts as an image: a file path, encoded bytes, or a sharp instance. */
 export type ImageInput = string | Buffer | Uint8Array | Sharp;
@@ -161,7 +168,9 @@ function describeDecodeError(err: unknown): string {
   if (/Input file is missing/i.test(msg)) return 'file not found';
   if (/unsupported image format/i.test(msg)) return 'unsupported or unrecognised image format';
   if (/exceeds pixel limit/i.test(msg)) return 'image exceeds the pixel limit';
-  return `corrupt or truncated image data (${msg.trim()})`;
+  // libvips joins the messages of a failed load with line breaks: keep the message one line.
+  const detail = msg.trim().replace(/\s*\n\s*/g, '; ');
+  return `corrupt or truncated image data (${detail.length > 300 ? `${detail.slice(0, 300)}...` : detail})`;
 }
 
 /** The {@link ImageErrorReason} of a sharp/libvips decoding error. */
@@ -171,6 +180,50 @@ function decodeErrorReason(err: unknown): ImageErrorReason {
   if (/unsupported image format/i.test(msg)) return 'unsupported';
   if (/exceeds pixel limit/i.test(msg)) return 'too-large';
   return 'corrupt';
+}
+
+/** Formats (sharp's names) that {@link decodeImage} reads. */
+const READ_FORMATS = new Set(['jpeg', 'png', 'webp', 'gif', 'tiff', 'heif']);
+
+/** The first bytes of a path or buffer input, for {@link sniffFormat}; empty when unreadable. */
+async function inputHead(input: ImageInput): Promise<Uint8Array> {
+  if (input instanceof Uint8Array) return input.subarray(0, SNIFF_BYTES);
+  if (typeof input !== 'string') return new Uint8Array(0);
+  try {
+    const fh = await open(input, 'r');
+    try {
+      const buf = Buffer.alloc(SNIFF_BYTES);
+      const { bytesRead } = await fh.read(buf, 0, SNIFF_BYTES, 0);
+      return buf.subarray(0, bytesRead);
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return new Uint8Array(0);
+  }
+}
+
+/**
+ * The error for a failed header read. libvips calls a file it cannot parse "unsupported" even
+ * when it starts like a PNG, TIFF, ...: such a file is corrupt or truncated, not of an
+ * unsupported format.
+ */
+async function headerError(input: ImageInput, name: string, err: unknown): Promise<ImageError> {
+  const reason = decodeErrorReason(err);
+  if (reason === 'unsupported') {
+    const known = sniffFormat(await inputHead(input));
+    if (known !== undefined) {
+      return new ImageError(
+        name,
+        `corrupt or truncated ${known.toUpperCase()} data (it starts like ${known.toUpperCase()} but cannot be read)`,
+        {
+          cause: err,
+          reason: 'corrupt',
+        },
+      );
+    }
+  }
+  return new ImageError(name, describeDecodeError(err), { cause: err, reason });
 }
 
 /**
@@ -205,7 +258,17 @@ export async function decodeImage(input: ImageInput, options: DecodeOptions): Pr
   try {
     meta = await base(false).metadata();
   } catch (err) {
-    throw new ImageError(name, describeDecodeError(err), { cause: err, reason: decodeErrorReason(err) });
+    throw await headerError(input, name, err);
+  }
+  // Instances may come from raw pixels or a pipeline: their format is the caller's business.
+  if (!fromInstance && !READ_FORMATS.has(meta.format)) {
+    const why =
+      meta.format === 'svg'
+        ? 'it is a vector format; render it to PNG at the size you want and upscale that'
+        : 'only JPEG, PNG, WebP, GIF, TIFF and HEIF/AVIF images are read';
+    throw new ImageError(name, `${String(meta.format).toUpperCase()} input is not supported: ${why}`, {
+      reason: 'unsupported',
+    });
   }
   const checkSize = (w: number, h: number): void => {
     const out = w * h * options.scale * options.scale;
