@@ -36,8 +36,7 @@ import sharp from 'sharp';
 
 import { loadAddon } from '../src/binding/load.js';
 import { Engine } from '../src/engine.js';
-import { type ModelConfig, expectedTensors } from '../src/model/config.js';
-import type { Schedule } from '../src/model/schedule.js';
+import { convCosts, stepCosts } from '../src/bench/cost.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '..');
@@ -83,84 +82,6 @@ async function ensureModel(c: ConfigSpec): Promise<void> {
     p.on('error', rej);
     p.on('exit', (code) => (code === 0 ? res() : rej(new Error(`random_model.py exited with ${code}`))));
   });
-}
-
-// ---- FLOP model (spec 9.1) --------------------------------------------------------------------
-
-interface StepFlops {
-  si: number;
-  pn: number;
-  lq: number;
-  lk: number;
-  /** Per image (R = 2 rows with CFG), GFLOP. */
-  linear: number;
-  attention: number;
-  head: number;
-  total: number;
-}
-
-/** Transformer FLOPs per step and image with CFG: linears, attention over the cache, head. */
-function stepFlops(cfg: ModelConfig, sched: Schedule): StepFlops[] {
-  const R = 2;
-  const C = cfg.width;
-  const d = cfg.depth;
-  // qkv 3C^2 + proj C^2 + fc1/fc2 2 C mlpHidden multiply-adds per row (= 24 C^2 FLOP at ratio 4).
-  const linPerRow = 2 * (4 * C * C + 2 * C * cfg.mlpHidden);
-  return sched.steps.map((s) => {
-    const lh = s.si === 0 ? 1 : s.lq;
-    const linear = R * s.lq * d * linPerRow + R * (s.si === 0 ? 0 : s.lq) * 2 * cfg.cvae * C;
-    const attention = R * d * 4 * C * s.lq * s.lk;
-    const head = R * lh * 2 * C * cfg.vocab;
-    return {
-      si: s.si,
-      pn: s.pn,
-      lq: s.lq,
-      lk: s.lk,
-      linear: linear / 1e9,
-      attention: attention / 1e9,
-      head: head / 1e9,
-      total: (linear + attention + head) / 1e9,
-    };
-  });
-}
-
-/**
- * Conditioning-net and VQVAE-decoder FLOPs per image from the tensors the engine reads (every
- * conv as 2 Cin Cout k^2 Hout Wout, attention blocks add 4 N^2 c), with each conv's output size
- * from its place in the network (spec 3, 7.1).
- */
-function convFlops(cfg: ModelConfig): { condNet: number; decoder: number } {
-  const hr = cfg.hrSize;
-  const G = cfg.grid;
-  const levels = cfg.vqChMult.length;
-  let condNet = 0;
-  let decoder = 0;
-  for (const t of expectedTensors(cfg)) {
-    if (t.shape.length !== 4 || !t.name.endsWith('.weight')) continue;
-    const [cout, cin, kh, kw] = t.shape as [number, number, number, number];
-    const per = 2 * cout * cin * kh * kw;
-    let m: RegExpExecArray | null;
-    if (t.name === 'con_embedding.conv_in.weight') condNet += per * hr * hr;
-    else if ((m = /^con_embedding\.blocks\.(\d+)\./.exec(t.name))) {
-      const k = Number(m[1]);
-      const s = hr >> (Math.floor(k / 2) + (k % 2));
-      condNet += per * s * s;
-    } else if (t.name === 'con_embedding.conv_out.weight') condNet += per * G * G;
-    else if (
-      t.name === 'post_quant_conv.weight' ||
-      t.name.startsWith('decoder.conv_in') ||
-      t.name.startsWith('decoder.mid.')
-    ) {
-      decoder += per * G * G;
-      if (t.name.endsWith('proj_out.weight')) decoder += 4 * (G * G) ** 2 * cout;
-    } else if ((m = /^decoder\.up\.(\d+)\.(\w+)\./.exec(t.name))) {
-      let s = G << (levels - 1 - Number(m[1]));
-      if (m[2] === 'upsample') s *= 2;
-      decoder += per * s * s;
-      if (t.name.endsWith('proj_out.weight')) decoder += 4 * (s * s) ** 2 * cout;
-    } else if (t.name === 'decoder.conv_out.weight') decoder += per * hr * hr;
-  }
-  return { condNet: condNet / 1e9, decoder: decoder / 1e9 };
 }
 
 // ---- input image ------------------------------------------------------------------------------
@@ -357,8 +278,9 @@ async function child(config: string, B: number, samples: number, maxTime: number
   for (let i = 0; i < 5; i++) await lanczos();
   const lz = await bench('lanczos3', lanczos, 20, 2);
 
-  const sf = stepFlops(cfg, sched);
-  const conv = convFlops(cfg);
+  // The spec-9 cost model shared with `alignvar bench`; the engine runs with cfg 6 here (R = 2).
+  const sf = stepCosts(cfg, sched, true);
+  const conv = convCosts(cfg);
   const trans = sf.reduce((a, s) => a + s.total, 0);
   const scales: ScaleRow[] = sf.map((s, i) => {
     const ms = median(stepMs[i]!);
