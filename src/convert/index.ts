@@ -315,16 +315,17 @@ function plan(
   patchNums: readonly number[] | undefined,
   dtype: ConvertDType,
   keepRefiner: boolean,
+  label: string,
 ): { cfg: ModelConfig; write: Map<string, OutDType>; dropped: string[]; refiner: boolean } {
   const header = new Map<string, TensorShapeInfo>();
   for (const [k, s] of all) header.set(k, { shape: s.shape, dtype: s.dtype === 'F64' ? 'F32' : s.dtype });
   const metadata: Record<string, string> = patchNums === undefined ? {} : { patch_nums: patchNums.join(',') };
   let cfg: ModelConfig;
   try {
-    cfg = detectConfig({ metadata, tensors: header }, 'checkpoint');
+    cfg = detectConfig({ metadata, tensors: header }, label);
   } catch (err) {
     if (err instanceof WeightsError) {
-      const file = err.tensor !== undefined ? (all.get(err.tensor)?.file ?? 'checkpoint') : 'checkpoint';
+      const file = err.tensor !== undefined ? (all.get(err.tensor)?.file ?? label) : label;
       const where = err.tensor === undefined ? '' : `tensor ${JSON.stringify(err.tensor)}: `;
       throw new ConvertError(`${file}: ${where}${err.problem}`, { cause: err });
     }
@@ -453,6 +454,7 @@ export async function convertCheckpoint(options: ConvertOptions): Promise<Conver
       options.patchNums ?? inputs.var.patchNums,
       dtype,
       options.refiner !== false,
+      options.var,
     );
     const metadata = configMetadata(cfg, dtype, refiner);
     const bytes = await writeStreamed(options.out, all, write, metadata, options.signal);

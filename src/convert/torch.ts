@@ -173,19 +173,26 @@ export class TorchCheckpoint {
     if (isContiguous(t)) {
       const start = t.offset * esz;
       const stream = await this.zip.openReadStreamPromise(entry, { start, end: start + n * esz });
-      let pending: Buffer = Buffer.alloc(0);
+      // Chunks are gathered in a list and joined once per CHUNK_BYTES (joining on every read
+      // would copy each byte many times).
+      let parts: Buffer[] = [];
+      let have = 0;
       let got = 0;
       for await (const chunk of stream as AsyncIterable<Buffer>) {
         got += chunk.length;
-        pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
-        if (pending.length >= CHUNK_BYTES) {
-          const cut = pending.length - (pending.length % esz);
-          yield pending.subarray(0, cut);
-          pending = pending.subarray(cut);
+        parts.push(chunk);
+        have += chunk.length;
+        if (have >= CHUNK_BYTES) {
+          const joined = Buffer.concat(parts, have);
+          const cut = have - (have % esz);
+          yield joined.subarray(0, cut);
+          parts = cut < have ? [joined.subarray(cut)] : [];
+          have -= cut;
         }
       }
       if (got !== n * esz)
         throw new ConvertError(`${this.path}: tensor ${JSON.stringify(name)}: read ${got} of ${n * esz} bytes`);
+      const pending = Buffer.concat(parts, have);
       if (pending.length > 0) yield pending;
       return;
     }
