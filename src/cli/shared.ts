@@ -71,21 +71,8 @@ export async function writeAtomic(path: string, data: Buffer): Promise<void> {
   }
 }
 
-/**
- * Escapes control characters (C0, DEL, C1, and the bidi/line separators) in text that comes
- * from a file (model metadata), so that it cannot move the cursor, clear the screen or fake
- * lines on a terminal. Printable text, including non-ASCII letters, is unchanged.
- *
- * @param text - Untrusted text.
- * @returns The text with each such character written as `\xNN` or `\uNNNN`.
- */
-export function escapeControl(text: string): string {
-  // eslint-disable-next-line no-control-regex -- matching control characters is the point
-  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => {
-    const code = c.charCodeAt(0);
-    return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
-  });
-}
+/** Control characters escaped for printing: the library's helper (see src/text.ts). */
+export { escapeControl } from '../text.js';
 
 let interruptController: AbortController | undefined;
 

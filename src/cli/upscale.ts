@@ -343,7 +343,9 @@ export async function run(argv: string[]): Promise<number> {
         progress.finish(
           j.id,
           tilesTotal,
-          `${tagOf(j)}${j.input} -> ${target} (${meta.width}x${meta.height}, ${(ms / 1000).toFixed(1)} s)`,
+          escapeControl(
+            `${tagOf(j)}${j.input} -> ${target} (${meta.width}x${meta.height}, ${(ms / 1000).toFixed(1)} s)`,
+          ),
         );
       } catch (err) {
         if (signal.aborted) throw err;

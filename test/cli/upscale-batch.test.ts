@@ -256,4 +256,53 @@ describe.skipIf(!HAVE_MODEL)('alignvar upscale <folder>', () => {
     for (const f of await readdir(ref)) expect(await sha(join(out, f)), f).toBe(await sha(join(ref, f)));
     for (let i = 0; i < n; i++) expect(await sha(join(src, `k${String(i).padStart(2, '0')}.png`))).toBe(inputHashes[i]);
   });
+
+  it('Ctrl-C (SIGINT) stops the batch: exit 130, whole outputs only, the rest done by the next run', async () => {
+    const src = join(dir, 'sigint');
+    const n = 8;
+    for (let i = 0; i < n; i++) await image(join(src, `s${i}.png`), 60, 60, 70 + i);
+    const out = join(dir, 'sigint-out');
+    const args = ['--import', 'tsx', CLI, 'upscale', src, '-o', out, ...COMMON, '--jobs', '2', '-q'];
+    const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+    for (;;) {
+      if (existsSync(out) && (await readdir(out)).some((f) => !f.startsWith('.'))) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    child.kill('SIGINT');
+    expect(await exited, stderr).toBe(130);
+    expect(stderr).toContain('alignvar: interrupted');
+    const kept = await tree(out);
+    expect(kept.filter((f) => f.startsWith('.'))).toEqual([]); // temporary files removed
+    expect(kept.length).toBeLessThan(n);
+    for (const f of kept) expect((await sharp(join(out, f)).metadata()).width).toBe(240);
+    const r = await cli('upscale', src, '-o', out, ...COMMON, '-q');
+    expect(r.code, r.stderr).toBe(0);
+    expect(await tree(out)).toHaveLength(n);
+  });
+
+  it('model text (the status metadata) is printed with its control characters escaped', async () => {
+    const bytes = await readFile(MODEL);
+    const len = Number(bytes.readBigUInt64LE(0));
+    const header = JSON.parse(bytes.toString('utf8', 8, 8 + len)) as Record<string, unknown>;
+    header.__metadata__ = { ...(header.__metadata__ as object), status: 'evil\x1b[2J\nfake line\u202e' };
+    let json = JSON.stringify(header);
+    json += ' '.repeat((8 - (json.length % 8)) % 8);
+    const head = Buffer.alloc(8);
+    head.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
+    const evil = join(dir, 'evil-model.safetensors');
+    await writeFile(evil, Buffer.concat([head, Buffer.from(json), bytes.subarray(8 + len)]));
+    const info = await cli('info', '--model', evil);
+    expect(info.code, info.stderr).toBe(0);
+    expect(info.stdout).toContain('status: evil\\x1b[2J\\nfake line\\u202e');
+    expect(info.stdout.includes('\u001b') || info.stdout.includes('\u202e')).toBe(false);
+    const src = join(dir, 'evil-in.png');
+    await image(src, 8, 8, 99);
+    const up = await cli('upscale', src, '-o', join(dir, 'evil-out.png'), '--model', evil, '--device', 'cpu');
+    expect(up.code, up.stderr).toBe(0);
+    expect(up.stderr).toContain('note: model status: evil\\x1b[2J\\nfake line\\u202e');
+    expect(up.stderr.includes('\u001b') || up.stderr.includes('\u202e')).toBe(false);
+  });
 });

@@ -11,7 +11,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { checkNameTemplate, expandInputs, outputName, removeStaleTemps } from '../../src/cli/inputs.js';
-import { TEMP_SUFFIX, escapeControl, writeAtomic } from '../../src/cli/shared.js';
+import { TEMP_SUFFIX, writeAtomic } from '../../src/cli/shared.js';
 import { sniffFormat } from '../../src/image/sniff.js';
 
 let dir: string;
@@ -127,12 +127,5 @@ describe('temporary files', () => {
     for (const n of [deadTemp, liveTemp, ownTemp, 'keep.png', '.other']) await writeFile(join(d, n), 'x');
     expect(await removeStaleTemps(d)).toEqual([join(d, deadTemp)]);
     expect((await readdir(d)).sort()).toEqual([liveTemp, ownTemp, '.other', 'keep.png'].sort());
-  });
-});
-
-describe('escapeControl', () => {
-  it('escapes terminal controls and keeps ordinary text', () => {
-    expect(escapeControl('ok: ünïcode')).toBe('ok: ünïcode');
-    expect(escapeControl('a\x1b[2Jb\nc\u202ed\x9b')).toBe('a\\x1b[2Jb\\x0ac\\u202ed\\x9b');
   });
 });
