@@ -60,6 +60,8 @@ describe('the hostile corpus', () => {
 
 describe.skipIf(!HAVE_MODEL)('hostile images through the API', () => {
   let up: Upscaler;
+  /** Outputs of the `'ok'` cases, one call at a time. */
+  const serial = new Map<string, Buffer>();
   beforeAll(async () => {
     up = await createUpscaler({ model: MODEL, device: 'cpu' });
   });
@@ -86,9 +88,25 @@ describe.skipIf(!HAVE_MODEL)('hostile images through the API', () => {
         expect('data' in r, `${c.name}: ${String((r as { err?: unknown }).err)}`).toBe(true);
         const meta = await sharp((r as { data: Buffer }).data).metadata();
         expect([meta.width, meta.height], c.name).toEqual(okSize.get(c.file));
+        serial.set(c.file, (r as { data: Buffer }).data);
       }
       expect(await sha(c.file), `${c.name} input changed`).toBe(hashes.get(c.file));
     }
+  });
+
+  it('all at once on one upscaler: hostile calls fail alone, the others give the bytes of serial calls', async () => {
+    expect(serial.size).toBe(cases.filter((c) => c.expect === 'ok').length);
+    const settled = await Promise.allSettled(cases.map((c) => up.upscale(c.file)));
+    settled.forEach((r, k) => {
+      const c = cases[k]!;
+      if (c.expect === 'error') {
+        expect(r.status, c.name).toBe('rejected');
+        expect((r as PromiseRejectedResult).reason, c.name).toBeInstanceOf(ImageError);
+      } else {
+        expect(r.status, c.name).toBe('fulfilled');
+        expect(Buffer.compare((r as PromiseFulfilledResult<Buffer>).value, serial.get(c.file)!), c.name).toBe(0);
+      }
+    });
   });
 
   it('sizes are refused from the header, before decoding: the message gives them', async () => {
