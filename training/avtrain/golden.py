@@ -3,7 +3,8 @@
 Run from training/:  python3 -m avtrain.golden --out ../test/fixtures/golden
 
 Writes tiny-model.safetensors (SCA), tiny-model-nosca.safetensors (same weights without the
-SCA keys: the VARSR path) and golden.safetensors (every intermediate the engine reproduces;
+SCA keys: the VARSR path), golden-residual.safetensors (the residual-latent output of
+tiny-model.safetensors with latent = residual metadata) and golden.safetensors (every intermediate the engine reproduces;
 names, shapes and layouts in test/fixtures/golden/README.md). Output is byte-identical across
 runs on one machine: everything is seeded and torch runs single-threaded while generating.
 """
@@ -231,7 +232,27 @@ def _generate(out_dir: str) -> Dict[str, str]:
         for k, v in p.items():
             meta[f"{tag}.{k}"] = repr(v) if isinstance(v, float) else str(v)
     save_file(tensors, paths["golden.safetensors"], meta)
+    paths["golden-residual.safetensors"] = residual_golden(out_dir, lr_u8)
     return paths
+
+
+RESIDUAL_META = {"latent": "residual", "residual_scale": "0.25"}
+
+
+def residual_golden(out_dir: str, lr_u8: np.ndarray) -> str:
+    """golden-residual.safetensors: tiny-model.safetensors with RESIDUAL_META added to its
+    metadata (the test writes that file itself), run as case a; holds r.img_u8 [B, S, S, 3], the
+    output clamp(base + 0.25 * decoder) as uint8 with no colour fix (same tokens as case a)."""
+    var, vae, cfg = load_model(os.path.join(out_dir, "tiny-model.safetensors"))
+    rcfg = cfg.replace(latent=RESIDUAL_META["latent"], residual_scale=float(RESIDUAL_META["residual_scale"]))
+    var.cfg, vae.cfg, vae.quantize.cfg = rcfg, rcfg, rcfg
+    lr_m11, up01, lr01 = preprocess_lr(lr_u8, cfg.hr_size)
+    out, _ = _case("r", var, vae, lr_m11, up01, lr01, CASE_A, per_scale_f_hat=False, images=True)
+    tensors = {"r.img_u8": out["r.img_u8"]}  # the decoder output is golden.safetensors a.dec
+    meta = {**RESIDUAL_META, **{f"r.{k}": (repr(v) if isinstance(v, float) else str(v)) for k, v in CASE_A.items()}}
+    path = os.path.join(out_dir, "golden-residual.safetensors")
+    save_file(tensors, path, meta)
+    return path
 
 
 def main(argv=None) -> None:

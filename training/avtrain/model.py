@@ -363,6 +363,7 @@ class AlignVAR(nn.Module):
         label: int = 0,
         return_intermediates: bool = False,
         adain_src: Optional[torch.Tensor] = None,
+        force_idx: Optional[Sequence[torch.Tensor]] = None,
     ):
         """Returns (f_hat [B, Cv, G, G], [idx_si [B, pn^2]], intermediates dict or None).
 
@@ -371,6 +372,8 @@ class AlignVAR(nn.Module):
         Z (raw logits of both halves, same rows), idx, f_hat (after the scale), t; then dec
         (decoder output before the clamp), img_u8 [B, H, W, 3] and, when adain_src (the upsampled
         LR in [0,1], resample.preprocess_lr's up01) is given, img_adain_u8.
+        force_idx: tokens [B, pn^2] for the first len(force_idx) scales, used instead of the
+        sampled ones (the teacher-forced rows of avtrain.diagnose).
         """
         cfg = self.cfg
         B = lr_m11.shape[0]
@@ -407,6 +410,8 @@ class AlignVAR(nn.Module):
                 Gm = sampling.cfg_mix(Z, B, t)
                 idx = sampling.sample(Gm, top_k=top_k, top_p=top_p, seed=seed, image_keys=image_keys, scale=si)
                 idx = idx.to(device)
+                if force_idx is not None and si < len(force_idx):  # teacher-forced prefix (diagnosis)
+                    idx = force_idx[si].to(device)
                 idx_all.append(idx)
                 h = vqvae.quantize.idx_to_h(idx, pn)
                 f_hat = vqvae.quantize.accumulate(si, f_hat, h)
