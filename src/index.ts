@@ -41,6 +41,14 @@ export { escapeControl } from './text.js';
 export type { BatcherStats as UpscalerStats } from './batch/batcher.js';
 export type { ModelConfig } from './model/config.js';
 export {
+  CONVERT_DTYPES,
+  ConvertError,
+  convertCheckpoint,
+  type ConvertDType,
+  type ConvertOptions,
+  type ConvertResult,
+} from './convert/index.js';
+export {
   createServer,
   startServer,
   type AlignvarServer,

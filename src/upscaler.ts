@@ -94,6 +94,11 @@ export interface ModelInfo {
   defaultCfg: number;
   /** Colour fix used when `colorFix` is not given: the metadata's `color_fix`, else `'adain'`. */
   defaultColorFix: ColorFix;
+  /**
+   * Whether the file holds VARSR's diffusion refiner (`diffloss.*` and `decoder_norm.*`). The
+   * engine does not run it yet: such a model runs without it (docs/decisions.md, "VARSR refiner").
+   */
+  hasRefiner: boolean;
 }
 
 /**
@@ -262,7 +267,9 @@ function metadataCfg(metadata: Readonly<Record<string, string>>): number {
 /** Reads the colour-fix default from model metadata (`color_fix`), falling back to `'adain'`. */
 function metadataColorFix(metadata: Readonly<Record<string, string>>): ColorFix {
   const s = metadata.color_fix?.trim();
-  return (COLOR_FIXES as readonly string[]).includes(s ?? '') ? (s as ColorFix) : 'adain';
+  // a residual-latent model (metadata latent = "residual") adds the upsampled LR back: no fix by default
+  const fallback = metadata.latent === 'residual' ? 'none' : 'adain';
+  return (COLOR_FIXES as readonly string[]).includes(s ?? '') ? (s as ColorFix) : fallback;
 }
 
 /** Resolves the model path and checks that the file exists, with a clear error if not. */
@@ -306,6 +313,8 @@ export async function inspectModel(model?: string): Promise<ModelInfo> {
       ),
       defaultCfg: metadataCfg(file.metadata),
       defaultColorFix: metadataColorFix(file.metadata),
+      hasRefiner:
+        [...file.tensors.keys()].some((k) => k.startsWith('diffloss.')) && file.tensors.has('decoder_norm.weight'),
     };
   } finally {
     await file.close();
@@ -320,6 +329,9 @@ export async function inspectModel(model?: string): Promise<ModelInfo> {
 export function backendInfo(): BackendInfo[] {
   return loadAddon().backendInfo();
 }
+
+/** Model paths whose refiner notice was shown (once per process). */
+const refinerNoticed = new Set<string>();
 
 /** An AlignVAR x4 upscaler bound to one model on one device. Create with {@link createUpscaler}. */
 export class Upscaler {
@@ -370,6 +382,13 @@ export class Upscaler {
     const o = validateUpscalerOptions(options);
     const info = await inspectModel(o.model);
     const engine = await Engine.create(info.path, { backend: o.device, device: o.gpu, kvCache: o.kvCache });
+    if (info.hasRefiner && !refinerNoticed.has(info.path)) {
+      refinerNoticed.add(info.path);
+      process.emitWarning(
+        `${info.path} holds VARSR's diffusion refiner, which this engine does not run yet: upscaling without it`,
+        { code: 'ALIGNVAR_REFINER_SKIPPED' },
+      );
+    }
     let fallbackReason: string | undefined;
     if (o.device === 'auto' && engine.backend !== 'cuda') {
       const cuda = backendInfo().find((b) => b.name === 'cuda');

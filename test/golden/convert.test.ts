@@ -18,6 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { convertCheckpoint } from '../../src/convert/index.js';
 import { Engine } from '../../src/engine.js';
+import { createUpscaler, inspectModel } from '../../src/upscaler.js';
 import { runScales } from '../../src/model/generate.js';
 import { SafetensorsFile } from '../../src/weights/safetensors.js';
 import { maxAbs, relErr } from '../helpers/index.js';
@@ -108,5 +109,28 @@ describe('converted VARSR .pth matches the reference (tiny config, CPU, f32)', (
     let worst = 0;
     for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(ref[i]! - res.img[i]!));
     expect(worst).toBeLessThanOrEqual(1);
+  });
+
+  it('the upscaler says once, in one line, that it runs a refiner model without the refiner', async () => {
+    const withRef = join(tmp, 'notice-ref.safetensors');
+    const noRef = join(tmp, 'notice-noref.safetensors');
+    await convertCheckpoint({ var: `${DIR}varsr-tiny.pth`, out: withRef });
+    await convertCheckpoint({ var: `${DIR}varsr-tiny.pth`, out: noRef, refiner: false });
+    expect((await inspectModel(withRef)).hasRefiner).toBe(true);
+    expect((await inspectModel(noRef)).hasRefiner).toBe(false);
+    const seen: Error[] = [];
+    const onWarning = (w: Error) => seen.push(w);
+    process.on('warning', onWarning);
+    try {
+      for (const m of [withRef, withRef, noRef]) await (await createUpscaler({ model: m, device: 'cpu' })).dispose();
+      await new Promise((r) => setImmediate(r));
+    } finally {
+      process.off('warning', onWarning);
+    }
+    const ours = seen.filter((w) => (w as { code?: string }).code === 'ALIGNVAR_REFINER_SKIPPED');
+    expect(ours.length).toBe(1);
+    expect(ours[0]!.message).toBe(
+      `${withRef} holds VARSR's diffusion refiner, which this engine does not run yet: upscaling without it`,
+    );
   });
 });
