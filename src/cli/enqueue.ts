@@ -3,8 +3,7 @@
  * enqueueUpscale (src/queue/); with --wait, waitForJobs with a progress bar (plain lines when
  * stderr is not a terminal), a summary, and the exit status of `upscale`.
  */
-import { readdir } from 'node:fs/promises';
-import { basename, extname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import cliProgress from 'cli-progress';
@@ -21,22 +20,23 @@ import {
   openQueue,
   waitForJobs,
 } from '../queue/index.js';
-import { FORMAT_EXTENSIONS, formatOfPath } from '../queue/output.js';
-import { UsageError, interruptSignal, isDirectory, log, num } from './shared.js';
+import { expandInputs, formatOfPath, outputName } from './inputs.js';
+import { UsageError, interruptSignal, log, num } from './shared.js';
 
 /** Usage text of `alignvar enqueue`. */
 export const USAGE = `alignvar enqueue <file|folder>... -o <folder> --redis <url> [options]
 
 Add one upscale job per input image to a BullMQ queue, for "alignvar worker" processes on any
 machine that sees the same paths (shared storage). Folders add the images in them (chosen by
-content, not by extension). Outputs go to the -o folder under the input's name, with the
-extension of the output format. An output already queued or running is not queued twice.
+content, as for "alignvar upscale"; -r also walks subfolders and mirrors them under -o).
+Outputs go to the -o folder under the input's name, with the extension of the output format. An output already queued or running is not queued twice.
 Without --wait, prints one line "<job id> <output>" per job and exits 0.
 
 Enqueue options:
   -o, --output <folder>  output folder (required; created by the workers when missing)
       --redis <url>      Redis address, redis://host:port (required)
       --queue <name>     queue name (default alignvar)
+  -r, --recursive        also the images in subfolders (mirrored under -o)
       --wait             wait until every job is done: progress, a summary, and exit status 1
                          if any failed
       --format <f>       png | jpeg | webp | tiff | avif | gif (default: the input's format)
@@ -46,28 +46,8 @@ Enqueue options:
   -q, --quiet            with --wait: no progress, only failures and the summary
 `;
 
-/** The files to upscale: files as given, and the images (by content) directly in each folder. */
-async function expandInputs(args: string[]): Promise<string[]> {
-  const out: string[] = [];
-  for (const arg of args) {
-    if (!(await isDirectory(arg))) {
-      out.push(resolve(arg));
-      continue;
-    }
-    const names = (await readdir(arg, { withFileTypes: true }))
-      .filter((d) => d.isFile() && !d.name.startsWith('.'))
-      .map((d) => d.name)
-      .sort();
-    for (const name of names) {
-      const path = resolve(arg, name);
-      const meta = await sharp(path)
-        .metadata()
-        .catch(() => undefined);
-      if (meta?.format !== undefined) out.push(path);
-    }
-  }
-  return out;
-}
+/** How long `enqueue` waits for Redis before it gives up, ms. */
+const CONNECT_TIMEOUT_MS = 10_000;
 
 /** The output format of one input: --format, else what the API would pick from its content. */
 async function formatFor(input: string, format: OutputFormat | undefined): Promise<OutputFormat> {
@@ -78,12 +58,6 @@ async function formatFor(input: string, format: OutputFormat | undefined): Promi
   if (meta !== undefined) return defaultOutputFormat(meta.format, meta.compression);
   // Unreadable: the worker reports why; keep a name that says what it was meant to be.
   return formatOfPath(input) ?? 'png';
-}
-
-function outputName(input: string, format: OutputFormat): string {
-  const ext = extname(input);
-  if (FORMAT_EXTENSIONS[format].includes(ext.toLowerCase())) return basename(input);
-  return basename(input, ext) + FORMAT_EXTENSIONS[format][0]!;
 }
 
 function describe(o: JobOutcome): string {
@@ -109,6 +83,7 @@ export async function run(argv: string[]): Promise<number> {
       redis: { type: 'string' },
       queue: { type: 'string' },
       wait: { type: 'boolean' },
+      recursive: { type: 'boolean', short: 'r' },
       format: { type: 'string' },
       quality: { type: 'string' },
       seed: { type: 'string' },
@@ -131,14 +106,17 @@ export async function run(argv: string[]): Promise<number> {
     );
   }
   const folder = resolve(values.output);
-  const inputs = await expandInputs(positionals);
-  if (inputs.length === 0) throw new UsageError('no images in the given folders');
+  const { files, ignored } = await expandInputs(positionals, { recursive: values.recursive ?? false, exclude: folder });
+  if (ignored.length > 0)
+    log(`alignvar: ${ignored.length} file${ignored.length === 1 ? '' : 's'} in the folders are not images (ignored)`);
+  if (files.length === 0) throw new UsageError('no images in the given folders');
 
   const jobs: UpscaleJobData[] = [];
   const byOutput = new Map<string, string>();
-  for (const input of inputs) {
+  for (const file of files) {
+    const input = resolve(file.path);
     const f = await formatFor(input, format);
-    const output = join(folder, outputName(input, f));
+    const output = join(folder, file.subdir, outputName(input, f));
     const other = byOutput.get(output);
     if (other !== undefined) throw new UsageError(`${other} and ${input} would both be written to ${output}`);
     byOutput.set(output, input);
@@ -150,6 +128,13 @@ export async function run(argv: string[]): Promise<number> {
 
   const q = openQueue({ redis: values.redis, queue: values.queue });
   try {
+    // A worker waits for Redis for ever; a command line should say it cannot reach it.
+    let timer: NodeJS.Timeout | undefined;
+    const reachable = await Promise.race([
+      q.queue.waitUntilReady().then(() => true),
+      new Promise<boolean>((r) => (timer = setTimeout(() => r(false), CONNECT_TIMEOUT_MS))),
+    ]).finally(() => clearTimeout(timer));
+    if (!reachable) throw new Error(`cannot reach Redis at ${values.redis} (waited ${CONNECT_TIMEOUT_MS / 1000} s)`);
     const added: UpscaleJob[] = [];
     for (const data of jobs) {
       added.push(await enqueueUpscale(q, data, { attempts: num(values.attempts) as number | undefined }));
@@ -172,21 +157,21 @@ async function waitWithProgress(q: ReturnType<typeof openQueue>, jobs: UpscaleJo
     ? new cliProgress.MultiBar(
         {
           stream: process.stderr,
-          format: ' {bar} {percentage}% | {done}/{total} jobs | {failed} failed | ETA {eta_formatted}',
+          format: ' {bar} {percentage}% | {done}/{jobs} jobs | {failed} failed | ETA {eta_formatted}',
           hideCursor: true,
           clearOnComplete: true,
         },
         cliProgress.Presets.shades_classic,
       )
     : undefined;
-  const bar = multi?.create(total * 1000, 0, { done: 0, total, failed: 0 });
+  const bar = multi?.create(total * 1000, 0, { done: 0, jobs: total, failed: 0 });
   const fractions = new Map<string, number>();
   let settled = 0;
   let failed = 0;
   const redraw = (): void => {
     let v = settled * 1000;
     for (const f of fractions.values()) v += Math.round(f * 1000);
-    bar?.update(v, { done: settled, total, failed });
+    bar?.update(v, { done: settled, jobs: total, failed });
   };
   log(`alignvar: waiting for ${total} job${total === 1 ? '' : 's'} on ${q.name}`);
   const outcomes = await waitForJobs(q, jobs, {
