@@ -201,7 +201,8 @@ export class Engine {
         !Array.from(o.imageKeys).every((k) => Number.isInteger(k) && k >= -(2 ** 31) && k < 2 ** 31))
     )
       throw invalidOption('options.imageKeys', `${n} int32 values`, o.imageKeys);
-    const colorFix = o.colorFix ?? 'adain';
+    // A residual-latent model takes its colour from the LR it adds back: no colour fix by default.
+    const colorFix = o.colorFix ?? (this.config.latent === 'residual' ? 'none' : 'adain');
     if (colorFix !== 'adain' && colorFix !== 'wavelet' && colorFix !== 'none')
       throw invalidOption('options.colorFix', "'adain', 'wavelet' or 'none'", o.colorFix);
 
@@ -219,7 +220,8 @@ export class Engine {
     );
     await runScales(this.native, this.schedule, { onProgress: o.onProgress, signal: o.signal, onStep: o.onStep });
     o.signal?.throwIfAborted();
-    return rethrowNative(this.native.decode({ color_fix: colorFix }));
+    const residualScale = this.config.latent === 'residual' ? (this.config.residualScale ?? 1) : 0;
+    return rethrowNative(this.native.decode({ color_fix: colorFix, residual_scale: residualScale }));
   }
 
   /** Test-only: the native session (for `_debug` inside `onStep` or after `run`). */

@@ -240,6 +240,9 @@ Napi::Value av_session::decode(const Napi::CallbackInfo& info) {
         else if (cf == "wavelet") d.color_fix = AV_COLOR_FIX_WAVELET;
         else if (cf == "none") d.color_fix = AV_COLOR_FIX_NONE;
         else a.fail("color_fix must be 'adain', 'wavelet' or 'none'");
+        const double rs = a.number(info[0].As<Napi::Object>(), "residual_scale", 0.0);
+        if (!(rs == 0.0 || (rs >= 1.0 / 64 && rs <= 64.0))) a.fail("residual_scale must be 0 or in [1/64, 64]");
+        d.residual_scale = static_cast<float>(rs);
     }
     if (!a.ok()) {
         throw_type(env, "decode: " + a.err);

@@ -8,7 +8,7 @@
 //   finalize()                                   -> Promise<void>
 //   prepare({lr, image_keys, seed, cfg, top_k, top_p, debug}) -> Promise<void>
 //   step(si)                                     -> Promise<Int32Array> tokens [B, pn^2]
-//   decode({color_fix})                          -> Promise<Uint8Array> [B, S, S, 3]
+//   decode({color_fix, residual_scale})          -> Promise<Uint8Array> [B, S, S, 3]
 //   _debug(name)                                 -> Promise<{data: Float32Array, shape}>
 //   info()                                       -> {backend, weight_bytes, state_bytes}
 //   dispose()                                    -> Promise<void>

@@ -584,6 +584,10 @@ av_status av_engine::decode(const av_decode_args& a, std::vector<uint8_t>* rgb) 
         AV_TRY(av_decoder_forward(*be_, dec_, f, 1, ws, av_view(dec_out_.data(), {1, 3, S, S})));
         AV_TRY(download_f32(dec_out_.data(), 3 * S * S, &out));
         if (run_.debug) dbg_decoded_.insert(dbg_decoded_.end(), out.begin(), out.end());
+        if (a.residual_scale > 0.0f) {  // residual latent: add the upsampled LR back (fp32, as the reference)
+            const float* up = up01_.data() + b * 3 * S * S;
+            for (int64_t i = 0; i < 3 * S * S; ++i) out[i] = (up[i] * 2.0f - 1.0f) + out[i] * a.residual_scale;
+        }
         const float* src = a.color_fix != AV_COLOR_FIX_NONE ? up01_.data() + b * 3 * S * S : nullptr;
         av_postprocess(out.data(), src, S, rgb->data() + b * S * S * 3, a.color_fix == AV_COLOR_FIX_WAVELET);
     }

@@ -38,6 +38,10 @@ enum av_color_fix { AV_COLOR_FIX_NONE = 0, AV_COLOR_FIX_ADAIN = 1, AV_COLOR_FIX_
 
 struct av_decode_args {
     int32_t color_fix = AV_COLOR_FIX_ADAIN;
+    // Residual latent (model metadata latent = "residual"): > 0 turns it on. The output before the
+    // clamp is then base + residual_scale * decoder, base = 2 * up01 - 1 in fp32 (up01: the
+    // PIL-bicubic upsampled LR in [0, 1], the colour-fix source); 0 (latent "image"): the decoder output.
+    float residual_scale = 0.0f;
 };
 
 class av_engine {

@@ -147,7 +147,8 @@ export interface NativeSession {
   /** Runs scale `si` (0..K-1 in order); resolves with the sampled tokens [B, pn^2]. */
   step(si: number): Promise<Int32Array>;
   /** Decodes the batch: u8 RGB [B, S, S, 3]. */
-  decode(args?: { color_fix?: 'adain' | 'wavelet' | 'none' }): Promise<Uint8Array>;
+  /** residual_scale > 0: residual latent, output = 2 * up01 - 1 + residual_scale * decoder (before the clamp). */
+  decode(args?: { color_fix?: 'adain' | 'wavelet' | 'none'; residual_scale?: number }): Promise<Uint8Array>;
   /**
    * Test-only: a named intermediate (hr_in, up01, lr_tokens, sg, masks, key_bias, prefix_x,
    * x, logits, f_hat, decoded); see native/model/engine.cc.

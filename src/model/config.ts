@@ -69,11 +69,12 @@ export interface ModelConfig {
   /**
    * What the VQVAE tokenizes (metadata `latent`, default "image"): "residual" = (HR - base) /
    * residualScale, base = 2 * up01 - 1, the PIL-bicubic upsampled LR; the output is then
-   * base + residualScale * decoder before the clamp (issue 11; not in the spec).
+   * base + residualScale * decoder before the clamp (issue 11; not in the spec). detectConfig
+   * always sets it; a hand-built config without it is an image-latent one.
    */
-  latent: 'image' | 'residual';
+  latent?: 'image' | 'residual';
   /** Metadata `residual_scale` (only with latent "residual"; 1 when absent). */
-  residualScale: number;
+  residualScale?: number;
 }
 
 /** Shape and dtype of one stored tensor (what the safetensors reader exposes). */
