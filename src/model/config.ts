@@ -70,7 +70,7 @@ export interface ModelConfig {
    * What the VQVAE tokenizes (metadata `latent`, default "image"): "residual" = (HR - base) /
    * residualScale, base = 2 * up01 - 1, the PIL-bicubic upsampled LR; the output is then
    * base + residualScale * decoder before the clamp (issue 11; not in the spec). detectConfig
-   * always sets it; a hand-built config without it is an image-latent one.
+   * sets it (and residualScale) for residual files only; absent means "image".
    */
   latent?: 'image' | 'residual';
   /** Metadata `residual_scale` (only with latent "residual"; 1 when absent). */
@@ -728,8 +728,8 @@ export function detectConfig(header: WeightsHeader, file: string): ModelConfig {
     grid,
     hrSize,
     lrSize: hrSize / 4,
-    latent,
-    residualScale: meta.residual_scale ?? 1,
+    // only residual files carry the fields: an image-latent config is exactly what it was before
+    ...(latent === 'residual' ? { latent, residualScale: meta.residual_scale ?? 1 } : {}),
   };
 
   const expected = expectedTensors(cfg);
