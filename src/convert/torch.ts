@@ -46,7 +46,7 @@ export function numel(shape: readonly number[]): number {
 }
 
 async function collect(stream: Readable, expected: number, what: string): Promise<Buffer> {
-  const out = Buffer.allocUnsafe(expected);
+  const out = Buffer.alloc(expected);
   let n = 0;
   for await (const chunk of stream as AsyncIterable<Buffer>) {
     if (n + chunk.length > expected) throw new ConvertError(`${what}: more bytes than expected`);
@@ -202,23 +202,43 @@ export class TorchCheckpoint {
     const lo = t.offset;
     const stream = await this.zip.openReadStreamPromise(entry, { start: lo * esz, end: (hi + 1) * esz });
     const span = await collect(stream, (hi + 1 - lo) * esz, `${this.path}: tensor ${JSON.stringify(name)}`);
-    const out = Buffer.allocUnsafe(n * esz);
+    // Gather with element-sized typed arrays (span is freshly allocated, so aligned), one output
+    // chunk at a time, yielding between chunks so that the event loop is never held for long.
+    const typed = (buf: Buffer): Uint8Array | Uint16Array | Uint32Array | Float64Array => {
+      const ab = buf.buffer;
+      const off = buf.byteOffset;
+      const len = buf.byteLength / esz;
+      return esz === 8
+        ? new Float64Array(ab, off, len)
+        : esz === 4
+          ? new Uint32Array(ab, off, len)
+          : esz === 2
+            ? new Uint16Array(ab, off, len)
+            : new Uint8Array(ab, off, len);
+    };
+    const from = typed(span);
     const dims = t.shape.length;
     const idx = new Array<number>(dims).fill(0);
+    const per = Math.max(1, Math.floor(CHUNK_BYTES / esz));
     let src = 0;
-    for (let k = 0; k < n; k++) {
-      span.copy(out, k * esz, src * esz, src * esz + esz);
-      // Odometer increment of idx, updating the source element.
-      for (let d = dims - 1; d >= 0; d--) {
-        idx[d]!++;
-        src += t.stride[d]!;
-        if (idx[d]! < t.shape[d]!) break;
-        src -= t.stride[d]! * t.shape[d]!;
-        idx[d] = 0;
+    for (let k0 = 0; k0 < n; k0 += per) {
+      const m = Math.min(per, n - k0);
+      const chunk = Buffer.alloc(m * esz);
+      const to = typed(chunk);
+      for (let k = 0; k < m; k++) {
+        to[k] = from[src]!;
+        // Odometer increment of idx, updating the source element.
+        for (let d = dims - 1; d >= 0; d--) {
+          idx[d]!++;
+          src += t.stride[d]!;
+          if (idx[d]! < t.shape[d]!) break;
+          src -= t.stride[d]! * t.shape[d]!;
+          idx[d] = 0;
+        }
       }
+      yield chunk;
+      await new Promise<void>((r) => setImmediate(r));
     }
-    for (let b = 0; b < out.length; b += CHUNK_BYTES - (CHUNK_BYTES % esz))
-      yield out.subarray(b, Math.min(out.length, b + CHUNK_BYTES - (CHUNK_BYTES % esz)));
   }
 
   /** The whole tensor's bytes (row-major, storage dtype); for small tensors and tests. */
