@@ -9,7 +9,8 @@
  * - torch storage types (`torch.FloatStorage`, `torch.BFloat16Storage`, ...), only inside a
  *   persistent id `('storage', type, key, location, numel)` -> a {@link StorageRef} (one object per
  *   key, so shared storages stay shared);
- * - torch dtypes (`torch.float32`, ...) and `torch.device` as inert values;
+ * - torch dtypes (`torch.float32`, ...) as inert values, `torch.device(...)` as an inert
+ *   {@link PyObject} and `torch.Size(...)` as an array;
  * - `argparse.Namespace` (VARSR's `args`) as an inert {@link PyObject} whose attributes come from
  *   `BUILD`; `builtins.set` / `frozenset` as arrays.
  *
@@ -99,7 +100,6 @@ const INERT_GLOBALS = new Set([
   'torch.int8',
   'torch.uint8',
   'torch.bool',
-  'torch.device',
 ]);
 
 const CALLABLE_GLOBALS = new Set([
@@ -108,6 +108,8 @@ const CALLABLE_GLOBALS = new Set([
   'torch._utils._rebuild_parameter',
   'torch._utils._rebuild_parameter_with_state',
   'argparse.Namespace',
+  'torch.device',
+  'torch.Size',
   'builtins.set',
   'builtins.frozenset',
   // Protocol-2 pickles of Python 3 name builtins through the 2.x module name.
@@ -322,6 +324,12 @@ export function unpickle(data: Uint8Array, options: UnpickleOptions): unknown {
           return fail(`${fn.name} on something that is not a tensor`);
         return t;
       }
+      case 'torch.device':
+        // torch.device('cuda', 0) in optimizer or args data: an inert record of its arguments.
+        return { kind: 'object', cls: fn.name, attrs: new Map(args.map((a, i) => [i, a])) } satisfies PyObject;
+      case 'torch.Size':
+        if (args.length === 1 && Array.isArray(args[0])) return [...(args[0] as unknown[])];
+        return fail('torch.Size called with unexpected arguments');
       case 'argparse.Namespace':
         if (args.length !== 0) fail('argparse.Namespace called with positional arguments');
         return { kind: 'object', cls: fn.name, attrs: new Map() } satisfies PyObject;

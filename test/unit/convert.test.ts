@@ -78,6 +78,20 @@ describe('restricted unpickler', () => {
     expect(v.get('c')).toBe('x');
   });
 
+  it('reads torch.device and torch.Size as inert data', () => {
+    const dev = pk('c', 'torch\ndevice\n', [0x58, 4, 0, 0, 0], 'cuda', [0x4b, 0, 0x86, 0x52, 0x2e]);
+    expect(unpickle(dev, { source: 't' })).toEqual({
+      kind: 'object',
+      cls: 'torch.device',
+      attrs: new Map<unknown, unknown>([
+        [0, 'cuda'],
+        [1, 0],
+      ]),
+    });
+    const size = pk('c', 'torch\nSize\n', [0x4b, 2, 0x4b, 3, 0x86, 0x85, 0x52, 0x2e]);
+    expect(unpickle(size, { source: 't' })).toEqual([2, 3]);
+  });
+
   it.each([
     ['posix', 'system'],
     ['os', 'system'],
@@ -132,6 +146,24 @@ describe('torch zip reader on torch.save fixtures', () => {
     );
     expect(root.get('scalar')!.shape).toEqual([]);
     expect(f32(await ck.read(root.get('scalar')!, 'scalar'))).toEqual([base[5]!]);
+  });
+
+  it("reads the official trainer dict's args (argparse.Namespace) and optimizer state as inert data", async () => {
+    const v = await TorchCheckpoint.open(VARSR);
+    try {
+      const top = v.root as Map<string, unknown>;
+      expect([...top.keys()]).toEqual(['epoch', 'iter', 'trainer', 'args']);
+      const args = top.get('args') as { kind: string; cls: string; attrs: Map<string, unknown> };
+      expect(args.cls).toBe('argparse.Namespace');
+      expect(args.attrs.get('patch_nums')).toBe('1_2_3_4');
+      const trainer = top.get('trainer') as Map<string, unknown>;
+      expect([...trainer.keys()]).toEqual(['config', 'var_wo_ddp', 'vae_local', 'var_opt']);
+      const optim = (trainer.get('var_opt') as Map<string, Map<string, unknown>>).get('optim')!;
+      const groups = optim.get('param_groups') as Map<string, unknown>[];
+      expect(groups[0]!.get('betas')).toEqual([0.9, 0.95]);
+    } finally {
+      v.close();
+    }
   });
 
   it('keeps shared storages shared', () => {
