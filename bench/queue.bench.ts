@@ -12,10 +12,13 @@
  *    - direct: `upscale()` of one image + the atomic write of its output;
  *    - queue: `enqueueUpscale` of the same image to a new output, taken by an in-process
  *      `createWorker` (concurrency 1) on that Upscaler, awaited with `job.waitUntilFinished`.
- *    Overhead per job = queue mean - direct mean.
+ *    Overhead per job = queue mean - direct mean; and the median of `--pairs` differences of
+ *    one direct run and one queued run back to back (robust to a changing machine load); and the
+ *    Redis + BullMQ round trip alone: enqueue -> completed as the producer sees it, less the
+ *    worker's own time for the job (its result's `ms`).
  * 2. Throughput, in one process: `--jobs` jobs enqueued at once and drained by that worker,
  *    against the same jobs run directly one after the other; (queue - direct) / jobs is the
- *    overhead per job when the queue is never empty.
+ *    overhead per job when the queue is never empty (median of `--rounds`, alternated).
  * 3. Throughput of worker processes (`alignvar worker`, concurrency 1, --device cpu): 1 worker
  *    against 2 on this machine, `--jobs` jobs per round, timed from the enqueue of the first to
  *    the completion of the last (workers started and loaded before). Median of `--rounds`.
@@ -50,9 +53,11 @@ const argOf = (flag: string, dflt: number): number => {
 };
 const JOBS = argOf('--jobs', 40);
 const ROUNDS = argOf('--rounds', 3);
-const TIME = argOf('--time', 10);
+const TIME = argOf('--time', 5);
+const PAIRS = argOf('--pairs', 40);
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const quantile = (xs: number[], q: number): number => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) * q)]!;
+const median = (xs: number[]): number => quantile(xs, 0.5);
 
 async function makeImages(dir: string, n: number): Promise<string[]> {
   const paths: string[] = [];
@@ -141,18 +146,42 @@ async function main(): Promise<void> {
         .then((job) => job.waitUntilFinished(events))
         .then(() => d.resolve());
     });
+    // The same two, alternating one of each, so that a change in the machine's load hits both:
+    // the median of the paired differences.
+    const diffs: number[] = [];
+    const transport: number[] = [];
+    for (let i = 0; i < PAIRS; i++) {
+      const img = images[i % images.length]!;
+      const a = performance.now();
+      await writeOutputAtomic(out(), await up.upscale(img, { format: 'png' }));
+      const b = performance.now();
+      const r = (await (await enqueueUpscale(q1, { input: img, output: out() })).waitUntilFinished(events)) as {
+        ms: number;
+      };
+      const c = performance.now();
+      diffs.push(c - b - (b - a));
+      // The part the machine's load hardly touches: enqueue -> completed seen by the producer,
+      // less the time the worker spent on the job (result.ms, whole milliseconds).
+      transport.push(c - b - r.ms);
+    }
     await events.close();
 
-    // 2. Throughput in one process: a full queue against a plain loop.
+    // 2. Throughput in one process: a full queue against a plain loop, alternated ROUNDS times.
     const slice = images.slice(0, JOBS);
-    const t0 = performance.now();
-    for (const img of slice) await writeOutputAtomic(out(), await up.upscale(img, { format: 'png' }));
-    const directBatchMs = performance.now() - t0;
-    const t1 = performance.now();
-    const jobs: UpscaleJob[] = [];
-    for (const img of slice) jobs.push(await enqueueUpscale(q1, { input: img, output: out() }));
-    await waitForJobs(q1, jobs);
-    const queueBatchMs = performance.now() - t1;
+    const directBatch: number[] = [];
+    const queueBatch: number[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      const t0 = performance.now();
+      for (const img of slice) await writeOutputAtomic(out(), await up.upscale(img, { format: 'png' }));
+      directBatch.push(performance.now() - t0);
+      const t1 = performance.now();
+      const jobs: UpscaleJob[] = [];
+      for (const img of slice) jobs.push(await enqueueUpscale(q1, { input: img, output: out() }));
+      await waitForJobs(q1, jobs);
+      queueBatch.push(performance.now() - t1);
+    }
+    const directBatchMs = median(directBatch);
+    const queueBatchMs = median(queueBatch);
     await w1.close();
     await q1.close();
 
@@ -194,8 +223,15 @@ async function main(): Promise<void> {
         queueRme: viaQueue.stats.rme,
         queueSamples: viaQueue.stats.sample.length,
         overheadMsPerJob: ms(viaQueue) - ms(direct),
+        pairs: PAIRS,
+        pairedOverheadMedianMs: median(diffs),
+        pairedOverheadQuartilesMs: [quantile(diffs, 0.25), quantile(diffs, 0.75)],
+        transportMedianMs: median(transport),
+        transportQuartilesMs: [quantile(transport, 0.25), quantile(transport, 0.75)],
       },
       batchInProcess: {
+        directRunsMs: directBatch,
+        queueRunsMs: queueBatch,
         directMs: directBatchMs,
         queueMs: queueBatchMs,
         overheadMsPerJob: (queueBatchMs - directBatchMs) / JOBS,
@@ -212,6 +248,14 @@ async function main(): Promise<void> {
       'direct (upscale + write)': { 'ms/job': ms(direct).toFixed(1), rme: `±${direct.stats.rme.toFixed(1)}%` },
       'queue (enqueue -> completed)': { 'ms/job': ms(viaQueue).toFixed(1), rme: `±${viaQueue.stats.rme.toFixed(1)}%` },
       'overhead per job (latency)': { 'ms/job': result.latency.overheadMsPerJob.toFixed(1), rme: '' },
+      [`overhead per job (${PAIRS} alternating pairs, median)`]: {
+        'ms/job': median(diffs).toFixed(1),
+        rme: `IQR ${quantile(diffs, 0.25).toFixed(1)}..${quantile(diffs, 0.75).toFixed(1)}`,
+      },
+      'Redis + BullMQ round trip (enqueue -> completed - worker time), median': {
+        'ms/job': median(transport).toFixed(1),
+        rme: `IQR ${quantile(transport, 0.25).toFixed(1)}..${quantile(transport, 0.75).toFixed(1)}`,
+      },
       [`overhead per job (${JOBS} queued)`]: { 'ms/job': result.batchInProcess.overheadMsPerJob.toFixed(1), rme: '' },
     });
     console.table({
