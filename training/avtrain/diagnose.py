@@ -128,7 +128,7 @@ def run(var, vae: VQVAE, cfg, data: str, degrade: str, n_images: int, seed: int 
             lm, l1 = (lr_m11[sl], lr01[sl]) if lr_c is None else (lr_c[0][sl], lr_c[1][sl])
             fi = None if force is None else [t[sl] for t in force]
             f_hat, idx, inter = var.generate(vae, lm, l1, image_keys=list(range(sl.start, sl.stop)),
-                                             return_intermediates=True, force_idx=fi, **kw)
+                                             return_intermediates=True, adain_src=up01[sl], force_idx=fi, **kw)
             outs.append(vae.output(f_hat, up01[sl]))
             fhs.append([s["f_hat"] for s in inter["scales"]])
             idxs.append(idx)
