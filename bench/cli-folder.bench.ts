@@ -1,11 +1,13 @@
 /**
- * `alignvar upscale <folder>` on a folder of small images (issue 12 part 1): the CLI's default
- * pipeline (several files in flight: the next file is decoded while this one computes, and
- * tiles of concurrent files share engine batches through the Upscaler's batcher) against the
- * same command with `--jobs 1` (file by file), in the same process, rounds alternating.
+ * `alignvar upscale <folder>` on a folder of small images (issue 12 part 1): the pipelined mode
+ * (`--jobs 4`: several files in flight, the next file decoded while this one computes, tiles of
+ * concurrent files sharing engine batches through the Upscaler's batcher) against the same
+ * command with `--jobs 1` (file by file), in the same process, rounds alternating. Its CPU
+ * figures set the CLI's default `--jobs` on the CPU (1).
  *
  *   npx tsx bench/cli-folder.bench.ts [--model PATH|tiny|default] [--device cpu|cuda|auto]
- *     [--files 16] [--size 24x24] [--jobs 4] [--rounds 3] [--out bench/results/cpu-cli-folder.json]
+ *     [--files 16] [--size 24x24] [--jobs 4] [--tile-batch N] [--rounds 3]
+ *     [--out bench/results/cpu-cli-folder.json]
  *
  * Each run calls the command module's `run()` exactly as the bin does (`-q`, a fresh output
  * folder, so nothing is skipped); its wall time includes loading the model (the same in both
@@ -45,6 +47,8 @@ const files = Number(argOf('--files') ?? 16);
 const [w, h] = (argOf('--size') ?? '24x24').split('x').map(Number) as [number, number];
 const jobs = Number(argOf('--jobs') ?? 4);
 const rounds = Number(argOf('--rounds') ?? 3);
+/** `--tile-batch` of both modes; 1 keeps the pipelined mode's files out of shared batches (overlap only). */
+const tileBatch = argOf('--tile-batch');
 const out = argOf('--out') ?? join(ROOT, 'bench/results', `${device}-cli-folder.json`);
 
 const work = mkdtempSync(join(tmpdir(), 'alignvar-cli-bench-'));
@@ -78,6 +82,7 @@ async function once(mode: 'pipelined' | 'serial', round: number): Promise<Timing
     '--jobs',
     mode === 'serial' ? '1' : String(jobs),
   ];
+  if (tileBatch !== undefined) argv.push('--tile-batch', tileBatch);
   const c0 = process.cpuUsage();
   const t0 = performance.now();
   const code = await run(argv);
@@ -130,6 +135,7 @@ const result = {
   files,
   size: `${w}x${h}`,
   jobs,
+  tileBatch: tileBatch === undefined ? 'default' : Number(tileBatch),
   rounds: rows,
   medianSerialS: serial,
   medianPipelinedS: pipelined,
