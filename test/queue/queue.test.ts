@@ -5,7 +5,7 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -250,6 +250,10 @@ describe.skipIf(url === undefined)('queue (real Redis)', () => {
     await mkdir(bad, { recursive: true });
     const corrupt = join(bad, 'corrupt.png');
     await writeFile(corrupt, Buffer.from('89504e470d0a1a0a0000000d4948445200', 'hex'));
+    // A folder: the images in it are chosen by content (a text file is ignored, a .png that is
+    // not one is kept and fails).
+    for (const i of [0, 1, 2]) await copyFile(inputs[i]!, join(bad, `img0${i}.png`));
+    await writeFile(join(bad, 'notes.txt'), 'not an image');
     const w = startWorker(url!, queue);
     try {
       const args = [
@@ -257,10 +261,7 @@ describe.skipIf(url === undefined)('queue (real Redis)', () => {
         'tsx',
         CLI,
         'enqueue',
-        inputs[0]!,
-        corrupt,
-        inputs[1]!,
-        inputs[2]!,
+        bad,
         '-o',
         out,
         '--redis',
@@ -278,6 +279,7 @@ describe.skipIf(url === undefined)('queue (real Redis)', () => {
       });
       expect(r.code, r.stderr).toBe(1);
       expect(r.stderr).toContain('alignvar: 4 jobs: 3 done, 1 failed');
+      expect(r.stderr).toContain('1 file in the folders are not images (ignored)');
       expect(r.stderr).toMatch(/error: Cannot upscale .*corrupt\.png: /);
       const failed = await q.queue.getFailed();
       expect(failed).toHaveLength(1);
