@@ -36,7 +36,7 @@ import torch
 from .config import ModelConfig, d24
 from .golden import randomize_transformer, randomize_vqvae
 from .model import AlignVAR
-from .refiner import DiffLoss
+from .refiner import DiffLoss, SimpleMLPAdaLN, refine, refiner_noise, STEPS
 from .resample import preprocess_lr
 from .safetensors_io import save_file
 from .vqvae import VQVAE
@@ -75,6 +75,8 @@ def refiner_state(cfg: ModelConfig, g: torch.Generator, width: int, blocks: int)
     with torch.no_grad():
         for p in dl.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * (1.0 / math.sqrt(p.shape[-1]) if p.ndim >= 2 else 0.05))
+        # Smaller eps keeps x0 = sqrt(1/abar) x - sqrt(1/abar - 1) eps mostly inside the clamp.
+        dl.net.final_layer.linear.weight.mul_(0.1)
     out = OrderedDict()
     out["decoder_norm.weight"] = 1.0 + 0.1 * torch.randn(cfg.width, generator=g)
     out["decoder_norm.bias"] = 0.1 * torch.randn(cfg.width, generator=g)
@@ -173,15 +175,42 @@ def write_golden(path: str, varsr_path: str) -> None:
     rng = np.random.default_rng(SEED)
     lr_u8 = rng.integers(0, 256, (2, cfg.lr_size, cfg.lr_size, 3), dtype=np.uint8)
     lr_m11, up01, lr01 = preprocess_lr(lr_u8, cfg.hr_size)
-    f_hat, _, inter = var.generate(vae, lr_m11, lr01, cfg_scale=CASE["cfg_scale"], top_k=CASE["top_k"],
-                                   top_p=CASE["top_p"], seed=CASE["seed"], image_keys=[0, 1],
-                                   return_intermediates=True, adain_src=up01)
+    seen = []
+    hook = var.head_nm.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().clone()))
+    try:
+        f_hat, _, inter = var.generate(vae, lr_m11, lr01, cfg_scale=CASE["cfg_scale"], top_k=CASE["top_k"],
+                                       top_p=CASE["top_p"], seed=CASE["seed"], image_keys=[0, 1],
+                                       return_intermediates=True, adain_src=up01)
+    finally:
+        hook.remove()
     out = {"input.lr_u8": torch.from_numpy(lr_u8)}
     for si, s in enumerate(inter["scales"]):
         out[f"s{si}.idx"] = s["idx"].to(torch.int32).contiguous()
         out[f"s{si}.f_hat"] = s["f_hat"].float().contiguous()
     out["dec"] = inter["dec"].float().contiguous()
     out["img_u8"] = inter["img_u8"].contiguous()
+    # Refiner (spec 6.2) on the same weights: z from the last scale's residual stream (both halves,
+    # the head_nm input) and the conditional half's tokens; then the sampler of refiner.refine.
+    sd = tr["var_wo_ddp"]
+    B, L, C, Cv = 2, cfg.grid * cfg.grid, cfg.width, cfg.cvae
+    net = SimpleMLPAdaLN(Cv, C, REFINER_WIDTH, REFINER_BLOCKS).eval()
+    net.load_state_dict({k[len("diffloss.net."):]: v.float() for k, v in sd.items() if k.startswith("diffloss.net.")})
+    dec_norm = torch.nn.LayerNorm(C, eps=1e-6)
+    dec_norm.load_state_dict({"weight": sd["decoder_norm.weight"].float(), "bias": sd["decoder_norm.bias"].float()})
+    h_last = seen[-1]  # [2B, L, C]
+    idx9 = inter["scales"][-1]["idx"]  # [B, L]
+    emb = var.word_embed(vae.quantize.embedding.weight[idx9])  # [B, L, C]
+    z = dec_norm(h_last + emb.repeat(2, 1, 1)).reshape(2 * B * L, C)
+    refined, steps = refine(net, z, seed=CASE["seed"], image_keys=[0, 1], tokens=L, return_steps=True)
+    out["ref.z"] = z.contiguous()
+    out["ref.noise"] = refiner_noise(CASE["seed"], [0, 1], STEPS, L, Cv)
+    for st in steps:
+        out[f"ref.n{st['n']}.eps"] = st["eps"].contiguous()
+        out[f"ref.n{st['n']}.x"] = st["x"].contiguous()
+    out["ref.refined"] = refined.contiguous()
+    f_ref = f_hat + refined.view(B, cfg.grid, cfg.grid, Cv).permute(0, 3, 1, 2)
+    out["ref.f_hat"] = f_ref.contiguous()
+    out["ref.dec"] = vae.decode(f_ref).float().contiguous()
     meta = {k: repr(v) if isinstance(v, float) else str(v) for k, v in CASE.items()}
     meta["patch_nums"] = ",".join(str(p) for p in cfg.patch_nums)
     save_file(out, path, meta)
