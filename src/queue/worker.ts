@@ -249,6 +249,8 @@ export async function createWorker(options: UpscaleWorkerOptions): Promise<Upsca
         await worker.close();
       } finally {
         clearTimeout(timer);
+        const st = up.stats();
+        log(`engine: ${st.batchesRun} batches, ${st.tilesRun} tiles, mean batch ${st.meanBatchSize.toFixed(2)} tiles`);
         if (ownUpscaler) await up.dispose().catch(() => undefined);
         await closeClient(conn);
       }
