@@ -20,7 +20,7 @@ import { convertCheckpoint } from '../../src/convert/index.js';
 import { Engine } from '../../src/engine.js';
 import { createUpscaler, inspectModel } from '../../src/upscaler.js';
 import { runScales } from '../../src/model/generate.js';
-import { SafetensorsFile } from '../../src/weights/safetensors.js';
+import { SafetensorsFile, toFloat32 } from '../../src/weights/safetensors.js';
 import { maxAbs, relErr } from '../helpers/index.js';
 
 const DIR = new URL('../fixtures/pth/', import.meta.url).pathname;
@@ -46,6 +46,52 @@ async function loadGolden(): Promise<{
   }
 }
 
+async function readF32(path: string): Promise<Map<string, Float32Array>> {
+  const f = await SafetensorsFile.open(path);
+  try {
+    const m = new Map<string, Float32Array>();
+    for (const [name, info] of f.tensors) if (info.dtype === 'F32') m.set(name, toFloat32(info, await f.read(name)));
+    return m;
+  } finally {
+    await f.close();
+  }
+}
+
+/** z = LN_affine_dec(x + word_embed(E[idx])) per row, float64 (spec 6.2); rows [2B*L], C. */
+function refinerCondition(
+  w: Map<string, Float32Array>,
+  x: Float32Array,
+  idx: Int32Array,
+  C: number,
+  Cv: number,
+): Float32Array {
+  const E = w.get('quantize.embedding.weight')!;
+  const We = w.get('word_embed.weight')!;
+  const be = w.get('word_embed.bias')!;
+  const g = w.get('decoder_norm.weight')!;
+  const b = w.get('decoder_norm.bias')!;
+  const rows = x.length / C;
+  const half = idx.length;
+  const z = new Float32Array(rows * C);
+  const h = new Float64Array(C);
+  for (let r = 0; r < rows; r++) {
+    const tok = idx[r % half]!;
+    let mean = 0;
+    for (let c = 0; c < C; c++) {
+      let e = be[c]!;
+      for (let k = 0; k < Cv; k++) e += We[c * Cv + k]! * E[tok * Cv + k]!;
+      h[c] = x[r * C + c]! + e;
+      mean += h[c]!;
+    }
+    mean /= C;
+    let v = 0;
+    for (let c = 0; c < C; c++) v += (h[c]! - mean) ** 2;
+    const inv = 1 / Math.sqrt(v / C + 1e-6);
+    for (let c = 0; c < C; c++) z[r * C + c] = (h[c]! - mean) * inv * g[c]! + b[c]!;
+  }
+  return z;
+}
+
 async function run(model: string, lr: Uint8Array, meta: Record<string, string>) {
   const engine = await Engine.create(model, { backend: 'cpu' });
   try {
@@ -61,15 +107,17 @@ async function run(model: string, lr: Uint8Array, meta: Record<string, string>) 
     });
     const idx: Int32Array[] = [];
     const fHat: Float32Array[] = [];
+    let xLast: Float32Array = new Float32Array(0);
     await runScales(s, engine.schedule, {
-      onStep: async (_si, tokens) => {
+      onStep: async (si, tokens) => {
         idx.push(tokens);
         fHat.push((await s._debug('f_hat')).data);
+        if (si === engine.schedule.K - 1) xLast = (await s._debug('x')).data;
       },
     });
     const img = await s.decode({ color_fix: 'none' });
     const dec = (await s._debug('decoded')).data;
-    return { idx, fHat, img, dec, config: engine.config };
+    return { idx, fHat, img, dec, xLast, config: engine.config };
   } finally {
     await engine.dispose();
   }
@@ -105,6 +153,15 @@ describe('converted VARSR .pth matches the reference (tiny config, CPU, f32)', (
     const eDec = relErr(res.dec, golden.get('dec') as Float32Array);
     console.log(`refiner=${refiner}: dec rel ${eDec.toExponential(2)}`);
     expect(eDec).toBeLessThan(1e-5);
+    if (refiner) {
+      // The refiner's conditioning (spec 6.2) from what the engine keeps: the last scale's
+      // residual stream of both halves and the conditional tokens. The engine stage is still to
+      // come; this pins the inputs it will read to the reference's ref.z.
+      const z = refinerCondition(await readF32(out), res.xLast, res.idx[K - 1]!, res.config.width, res.config.cvae);
+      const eZ = relErr(z, golden.get('ref.z') as Float32Array);
+      console.log(`refiner z rel ${eZ.toExponential(2)}`);
+      expect(eZ).toBeLessThan(1e-5);
+    }
     const ref = golden.get('img_u8') as Uint8Array;
     let worst = 0;
     for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(ref[i]! - res.img[i]!));
