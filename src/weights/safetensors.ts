@@ -488,36 +488,64 @@ function fileKind(st: Stats): string | undefined {
   return 'another kind of file';
 }
 
-/** Elements scanned between yields to the event loop by {@link firstNonFinite} (64 MiB of F32). */
+/** 32-bit words scanned between yields to the event loop by {@link firstNonFinite} (64 MiB). */
 const SCAN_CHUNK = 16 * 1024 * 1024;
+
+/** First F32 word in [start, end) whose exponent bits are all ones (Inf or NaN), or -1. */
+function scanF32(w: Uint32Array, start: number, end: number): number {
+  for (let i = start; i < end; i++) if ((w[i]! & 0x7f800000) === 0x7f800000) return i;
+  return -1;
+}
+
+/**
+ * Whether some 16-bit half of the words in [start, end) has all the bits of `exp` set (`exp` =
+ * the exponent bits of both halves, e.g. 0x7f807f80 for BF16). SWAR: t = (w & exp) ^ exp is 0 in
+ * a half exactly when that half is Inf or NaN; with a guard bit (0x8000) set in each half,
+ * subtracting the half's lowest exponent bit clears the guard only where t was 0, and no borrow
+ * crosses halves. The AND of all words keeps a guard bit only if no word cleared it.
+ */
+function anyHalfAllOnes(w: Uint32Array, start: number, end: number, exp: number, lowest: number): boolean {
+  let acc = 0x80008000 | 0;
+  for (let i = start; i < end; i++) acc &= (((w[i]! & exp) ^ exp) | 0x80008000) - lowest;
+  return (acc & 0x80008000) !== (0x80008000 | 0);
+}
+
+/** First 16-bit element in [start, end) with all the bits of `mask` set, or -1. */
+function scanHalf(h: Uint16Array, start: number, end: number, mask: number): number {
+  for (let i = start; i < end; i++) if ((h[i]! & mask) === mask) return i;
+  return -1;
+}
 
 /**
  * Index of the first NaN or infinity in an F32, F16 or BF16 tensor's bytes, or -1 (also for
- * other dtypes). Tests the exponent bits (all ones means Inf or NaN), one pass, and yields to the
- * event loop between chunks of {@link SCAN_CHUNK} elements. `bytes` must be aligned to the
- * element size (as {@link SafetensorsFile.read} returns them).
+ * other dtypes). Tests the exponent bits (all ones means Inf or NaN) in one pass over 32-bit
+ * words (two halves at a time for F16/BF16, and the exact element only in a chunk that has
+ * one), yielding to the event loop between chunks of 64 MiB. `bytes` must start at a multiple
+ * of 4 bytes, as {@link SafetensorsFile.read} returns them.
  *
  * @param dtype - The tensor's dtype.
  * @param bytes - Its little-endian bytes.
  * @returns The element index, or -1 when every element is finite.
  */
 export async function firstNonFinite(dtype: SafetensorsDType, bytes: Uint8Array): Promise<number> {
-  let words: Uint32Array | Uint16Array;
-  let mask: number;
-  if (dtype === 'F32') {
-    words = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
-    mask = 0x7f800000;
-  } else if (dtype === 'BF16' || dtype === 'F16') {
-    words = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
-    mask = dtype === 'BF16' ? 0x7f80 : 0x7c00;
-  } else {
-    return -1;
-  }
+  if (dtype !== 'F32' && dtype !== 'BF16' && dtype !== 'F16') return -1;
+  const words = new Uint32Array(bytes.buffer, bytes.byteOffset, Math.floor(bytes.byteLength / 4));
+  const halves = dtype === 'F32' ? undefined : new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
+  const mask = dtype === 'BF16' ? 0x7f80 : 0x7c00;
+  const exp = dtype === 'BF16' ? 0x7f807f80 : 0x7c007c00;
+  const lowest = dtype === 'BF16' ? 0x00800080 : 0x04000400;
   for (let start = 0; start < words.length; start += SCAN_CHUNK) {
     if (start > 0) await new Promise<void>((resolve) => setImmediate(resolve));
     const end = Math.min(words.length, start + SCAN_CHUNK);
-    for (let i = start; i < end; i++) if ((words[i]! & mask) === mask) return i;
+    if (halves === undefined) {
+      const at = scanF32(words, start, end);
+      if (at >= 0) return at;
+    } else if (anyHalfAllOnes(words, start, end, exp | 0, lowest)) {
+      return scanHalf(halves, 2 * start, 2 * end, mask);
+    }
   }
+  // An odd number of halves leaves one after the last whole word.
+  if (halves !== undefined && halves.length % 2 === 1) return scanHalf(halves, halves.length - 1, halves.length, mask);
   return -1;
 }
 

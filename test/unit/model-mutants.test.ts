@@ -17,7 +17,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { expectedTensors } from '../../src/model/config.js';
 import { escapeControl, quoteText } from '../../src/text.js';
-import { SafetensorsFile, type SafetensorsTensorInput, writeSafetensors } from '../../src/weights/safetensors.js';
+import {
+  SafetensorsFile,
+  type SafetensorsTensorInput,
+  firstNonFinite,
+  writeSafetensors,
+} from '../../src/weights/safetensors.js';
 
 const MODEL = fileURLToPath(new URL('../fixtures/golden/tiny-model.safetensors', import.meta.url));
 /** Longest one load may take before it counts as a hang (a valid load takes ~10 ms). */
@@ -405,6 +410,34 @@ describe('non-finite weights (issue 10)', () => {
       expect(await loadError(path)).toBeUndefined();
     });
   }
+
+  it('firstNonFinite finds the first bad element at every position, for odd and even lengths', async () => {
+    // bit patterns: [a finite value, the largest finite, +Inf, -Inf, a NaN]
+    const cases = {
+      BF16: [0x3f80, 0x7f7f, 0x7f80, 0xff80, 0x7fc1],
+      F16: [0x3c00, 0x7bff, 0x7c00, 0xfc00, 0x7e01],
+      F32: [0x3f800000, 0x7f7fffff, 0x7f800000, 0xff800000, 0x7fc00001],
+    } as const;
+    for (const [dtype, [one, big, ...bad]] of Object.entries(cases) as [keyof typeof cases, readonly number[]][]) {
+      for (const n of [1, 2, 3, 4, 5, 17]) {
+        const words = dtype === 'F32' ? new Uint32Array(n) : new Uint16Array(n);
+        words.fill(one!);
+        words[n - 1] = big!;
+        const bytes = new Uint8Array(words.buffer);
+        expect(await firstNonFinite(dtype, bytes), `${dtype} n=${n} all finite`).toBe(-1);
+        for (let p = 0; p < n; p++) {
+          for (const b of bad) {
+            words[p] = b;
+            if (p + 1 < n) words[n - 1] = b; // a later bad element must not win
+            expect(await firstNonFinite(dtype, bytes), `${dtype} n=${n} bad 0x${b.toString(16)} at ${p}`).toBe(p);
+            words[p] = one!;
+            words[n - 1] = big!;
+          }
+        }
+      }
+    }
+    expect(await firstNonFinite('I32', new Uint8Array(new Int32Array([0x7f800000]).buffer))).toBe(-1);
+  });
 
   it('accepts the fixture (every weight finite)', async () => {
     expect(await loadError(MODEL)).toBeUndefined();
