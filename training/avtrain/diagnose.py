@@ -175,7 +175,9 @@ def run(var, vae: VQVAE, cfg, data: str, degrade: str, n_images: int, seed: int 
         res["ce_true_lr"], res["ce_shuffled_lr"] = float(ce), float(ce_sh)
         pred = logits.argmax(-1)
         per = []
-        for si, (b0, b1) in enumerate(cfg.begin_ends):
+        offs = list(cfg.token_offsets) + [cfg.L]  # token positions in the logits (no LR prefix)
+        for si in range(K):
+            b0, b1 = offs[si], offs[si + 1]
             tf_acc = float((pred[:, b0:b1] == gt[:, b0:b1]).float().mean())
             fr_acc = float((ix_g[si] == gt_idx[si]).float().mean())
             mse = float((fh_g[si] - gt_fhat_scales[si]).square().mean())
