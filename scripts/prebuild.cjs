@@ -21,7 +21,8 @@ const r = spawnSync(process.execPath, [path.join(__dirname, 'build-native.cjs'),
 if (r.status !== 0) process.exit(r.status ?? 1);
 
 // glibc or musl: a glibc build does not load on musl (Alpine), which then builds from source.
-const libc = process.platform === 'linux' ? (process.report.getReport().header.glibcVersionRuntime ? '.glibc' : '.musl') : '';
+const libc =
+  process.platform === 'linux' ? (process.report.getReport().header.glibcVersionRuntime ? '.glibc' : '.musl') : '';
 const dir = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`);
 fs.rmSync(dir, { recursive: true, force: true });
 fs.mkdirSync(dir, { recursive: true });
