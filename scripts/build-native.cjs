@@ -31,7 +31,7 @@ const started = Date.now();
 log(
   `building the native addon from source (${dev ? 'dev build with test exports' : 'release build'}, ` +
     `CUDA ${cuda === 'AUTO' ? 'only if an NVIDIA driver is found' : cuda}) into ${path.relative(root, out) || '.'}; ` +
-    'the CPU addon takes about a minute on 2 cores',
+    'the CPU addon takes 1-2 minutes on 2 cores',
 );
 
 let cmakeJs;
