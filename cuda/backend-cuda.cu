@@ -29,15 +29,13 @@
 #include "common.cuh"
 #include "conv.cuh"
 #include "core/backend.h"
+#include "core/cuda-plugin.h"
 #include "elementwise.cuh"
 #include "gemm.cuh"
 #include "norm.cuh"
 #include "rvq.cuh"
 #include "sample.cuh"
 #include "upsample.cuh"
-
-void av_cuda_probe(av_backend_availability* out);
-av_status av_cuda_backend_create(int device, std::unique_ptr<av_backend>* out);
 
 namespace {
 
@@ -315,12 +313,12 @@ void probe_once() {
 
 }  // namespace
 
-void av_cuda_probe(av_backend_availability* out) {
+static void av_cuda_probe(av_backend_availability* out) {
     std::call_once(g_probe_once, probe_once);
     *out = g_probe;
 }
 
-av_status av_cuda_backend_create(int device, std::unique_ptr<av_backend>* out) {
+static av_status av_cuda_backend_create(int device, std::unique_ptr<av_backend>* out) {
     av_backend_availability a;
     av_cuda_probe(&a);
     if (!a.available) return av_status::error(AV_ERR_UNSUPPORTED, "cuda: unavailable: " + a.reason);
@@ -332,4 +330,10 @@ av_status av_cuda_backend_create(int device, std::unique_ptr<av_backend>* out) {
     AV_TRY(be->init(device));
     *out = std::move(be);
     return av_status::success();
+}
+
+// The library's only exported symbol (cuda/av-cuda.map); backend-reg.cc checks abi and version.
+extern "C" const av_cuda_plugin* av_cuda_plugin_get() {
+    static const av_cuda_plugin plugin = {AV_CUDA_PLUGIN_ABI, AV_VERSION, av_cuda_probe, av_cuda_backend_create};
+    return &plugin;
 }

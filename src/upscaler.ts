@@ -392,8 +392,7 @@ export class Upscaler {
     let fallbackReason: string | undefined;
     if (o.device === 'auto' && engine.backend !== 'cuda') {
       const cuda = backendInfo().find((b) => b.name === 'cuda');
-      fallbackReason =
-        cuda === undefined || !cuda.compiled ? 'this build has no CUDA backend' : cuda.reason || 'CUDA is unavailable';
+      fallbackReason = cuda?.reason || 'CUDA is unavailable';
     }
     const resolved = {
       ...o,

@@ -27,3 +27,12 @@ Napi::Value av_binding_backend_info(const Napi::CallbackInfo& info) {
     }
     return arr;
 }
+
+Napi::Value av_binding_set_cuda_library(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsString()) {
+        Napi::TypeError::New(env, "setCudaLibrary(path: string)").ThrowAsJavaScriptException();
+        return env.Undefined();
+    }
+    return Napi::Boolean::New(env, av_backend_set_cuda_library(info[0].As<Napi::String>().Utf8Value()));
+}

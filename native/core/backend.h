@@ -1,6 +1,6 @@
-// av_backend: what a compute backend implements. CPU is always built in; CUDA is scored and
-// used when available (backend-reg.cc). All memory handed to compute() must come from the
-// same backend's alloc() (or, for CPU, any host memory).
+// av_backend: what a compute backend implements. CPU is always built in; CUDA is a library
+// loaded at run time and used when available (backend-reg.cc). All memory handed to
+// compute() must come from the same backend's alloc() (or, for CPU, any host memory).
 #pragma once
 
 #include <cstddef>
@@ -48,6 +48,10 @@ struct av_backend_availability {
 
 // Every backend this build knows, with why it can or cannot be used here.
 std::vector<av_backend_availability> av_backend_list();
+
+// Where to look first for the CUDA backend library (libav_cuda.so); before that, only next to
+// the addon. Returns false (and changes nothing) once the library has been looked for.
+bool av_backend_set_cuda_library(const std::string& path);
 
 // Creates a backend by name ("cpu" or "cuda"); device index for CUDA.
 av_status av_backend_create(const std::string& name, int device, std::unique_ptr<av_backend>* out);

@@ -61,9 +61,17 @@ export type OpParams = Record<string, NativeTensor | number | bigint | undefined
 /** The addon's exports. */
 export interface NativeAddon {
   backendInfo(): BackendInfo[];
-  /** Test-only: run one op on a backend over typed arrays; outputs are written in place. */
+  /**
+   * Where to look first for the CUDA backend library (libav_cuda.so); otherwise only next to
+   * the addon. Returns false (changing nothing) once the library has been looked for.
+   */
+  setCudaLibrary(path: string): boolean;
+  /**
+   * Test-only (dev builds, CMake AV_TEST_BINDINGS; absent from release builds and prebuilds):
+   * run one op on a backend over typed arrays; outputs are written in place.
+   */
   _ops(backend: string, op: OpName, params: OpParams, repeat?: number): Promise<void>;
-  /** Test-only: OpenBLAS sgemm c = a b^T, for benchmarks. */
+  /** Test-only (dev builds, like `_ops`): OpenBLAS sgemm c = a b^T, for benchmarks. */
   _blasSgemm(params: {
     a: NativeTensor;
     b: NativeTensor;

@@ -32,7 +32,7 @@ export async function run(argv: string[]): Promise<number> {
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
   const out: string[] = ['Backends:'];
   for (const b of backendInfo()) {
-    const state = b.available ? 'available' : b.compiled ? `unavailable: ${b.reason}` : 'not compiled in';
+    const state = b.available ? 'available' : `unavailable: ${b.reason}`;
     out.push(`  ${b.name}: ${state}${b.detail ? ` (${b.detail})` : ''}`);
     for (const d of b.devices) {
       out.push(`    ${d.name}, ${(d.totalMemory / 2 ** 30).toFixed(1)} GiB, compute capability ${d.computeCapability}`);
