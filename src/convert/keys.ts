@@ -6,7 +6,7 @@
  * model/config.ts `expectedTensors` (what the engine reads) they are every key a VARSR or AlignVAR
  * checkpoint may hold; anything else is an unexpected key.
  */
-import type { ExpectedTensor, ModelConfig } from '../model/config.js';
+import { type ExpectedTensor, type ModelConfig, vqAttnTensors, vqResBlockTensors } from '../model/config.js';
 
 /** Sinusoid size of the refiner's timestep embedding (spec 6.1). */
 export const REFINER_FREQ_DIM = 256;
@@ -34,28 +34,8 @@ export function encoderTensors(cfg: ModelConfig): ExpectedTensor[] {
   const ch = cfg.vqCh;
   const mult = cfg.vqChMult;
   const levels = mult.length;
-  const res = (p: string, cin: number, cout: number) => {
-    add(`${p}.norm1.weight`, cin);
-    add(`${p}.norm1.bias`, cin);
-    add(`${p}.conv1.weight`, cout, cin, 3, 3);
-    add(`${p}.conv1.bias`, cout);
-    add(`${p}.norm2.weight`, cout);
-    add(`${p}.norm2.bias`, cout);
-    add(`${p}.conv2.weight`, cout, cout, 3, 3);
-    add(`${p}.conv2.bias`, cout);
-    if (cin !== cout) {
-      add(`${p}.nin_shortcut.weight`, cout, cin, 1, 1);
-      add(`${p}.nin_shortcut.bias`, cout);
-    }
-  };
-  const attn = (p: string, c: number) => {
-    add(`${p}.norm.weight`, c);
-    add(`${p}.norm.bias`, c);
-    add(`${p}.qkv.weight`, 3 * c, c, 1, 1);
-    add(`${p}.qkv.bias`, 3 * c);
-    add(`${p}.proj_out.weight`, c, c, 1, 1);
-    add(`${p}.proj_out.bias`, c);
-  };
+  const res = (p: string, cin: number, cout: number) => out.push(...vqResBlockTensors(p, cin, cout));
+  const attn = (p: string, c: number) => out.push(...vqAttnTensors(p, c));
   add('encoder.conv_in.weight', ch, 3, 3, 3);
   add('encoder.conv_in.bias', ch);
   const inMult = [1, ...mult];

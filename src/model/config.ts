@@ -377,6 +377,41 @@ export function scaTensorNames(depth: number): string[] {
 }
 
 /**
+ * Tensors of one VQVAE ResnetBlock at prefix `p` (spec 7; encoder and decoder alike):
+ * GroupNorm affine pairs, two 3x3 convs, and a 1x1 `nin_shortcut` when `cin != cout`.
+ */
+export function vqResBlockTensors(p: string, cin: number, cout: number): ExpectedTensor[] {
+  const out: ExpectedTensor[] = [
+    { name: `${p}.norm1.weight`, shape: [cin] },
+    { name: `${p}.norm1.bias`, shape: [cin] },
+    { name: `${p}.conv1.weight`, shape: [cout, cin, 3, 3] },
+    { name: `${p}.conv1.bias`, shape: [cout] },
+    { name: `${p}.norm2.weight`, shape: [cout] },
+    { name: `${p}.norm2.bias`, shape: [cout] },
+    { name: `${p}.conv2.weight`, shape: [cout, cout, 3, 3] },
+    { name: `${p}.conv2.bias`, shape: [cout] },
+  ];
+  if (cin !== cout)
+    out.push(
+      { name: `${p}.nin_shortcut.weight`, shape: [cout, cin, 1, 1] },
+      { name: `${p}.nin_shortcut.bias`, shape: [cout] },
+    );
+  return out;
+}
+
+/** Tensors of one VQVAE single-head AttnBlock of `c` channels at prefix `p` (spec 7). */
+export function vqAttnTensors(p: string, c: number): ExpectedTensor[] {
+  return [
+    { name: `${p}.norm.weight`, shape: [c] },
+    { name: `${p}.norm.bias`, shape: [c] },
+    { name: `${p}.qkv.weight`, shape: [3 * c, c, 1, 1] },
+    { name: `${p}.qkv.bias`, shape: [3 * c] },
+    { name: `${p}.proj_out.weight`, shape: [c, c, 1, 1] },
+    { name: `${p}.proj_out.bias`, shape: [c] },
+  ];
+}
+
+/**
  * Every tensor the engine reads, in a fixed order (conditioning net, transformer, SCA, VQVAE),
  * with the shape `cfg` implies.
  */
@@ -448,28 +483,8 @@ export function expectedTensors(cfg: ModelConfig): ExpectedTensor[] {
   let blockIn = cfg.vqCh * mult[levels - 1]!;
   add('decoder.conv_in.weight', blockIn, Cv, 3, 3);
   add('decoder.conv_in.bias', blockIn);
-  const res = (p: string, cin: number, cout: number) => {
-    add(`${p}.norm1.weight`, cin);
-    add(`${p}.norm1.bias`, cin);
-    add(`${p}.conv1.weight`, cout, cin, 3, 3);
-    add(`${p}.conv1.bias`, cout);
-    add(`${p}.norm2.weight`, cout);
-    add(`${p}.norm2.bias`, cout);
-    add(`${p}.conv2.weight`, cout, cout, 3, 3);
-    add(`${p}.conv2.bias`, cout);
-    if (cin !== cout) {
-      add(`${p}.nin_shortcut.weight`, cout, cin, 1, 1);
-      add(`${p}.nin_shortcut.bias`, cout);
-    }
-  };
-  const attn = (p: string, c: number) => {
-    add(`${p}.norm.weight`, c);
-    add(`${p}.norm.bias`, c);
-    add(`${p}.qkv.weight`, 3 * c, c, 1, 1);
-    add(`${p}.qkv.bias`, 3 * c);
-    add(`${p}.proj_out.weight`, c, c, 1, 1);
-    add(`${p}.proj_out.bias`, c);
-  };
+  const res = (p: string, cin: number, cout: number) => out.push(...vqResBlockTensors(p, cin, cout));
+  const attn = (p: string, c: number) => out.push(...vqAttnTensors(p, c));
   res('decoder.mid.block_1', blockIn, blockIn);
   attn('decoder.mid.attn_1', blockIn);
   res('decoder.mid.block_2', blockIn, blockIn);
