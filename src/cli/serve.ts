@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 
 import type { UpscalerOptions } from '../options.js';
 import { startServer } from '../server/index.js';
-import { UsageError, interruptSignal, log, num } from './shared.js';
+import { MODEL_FLAGS, UsageError, interruptSignal, log, modelOptions, num } from './shared.js';
 
 /** Usage text of `alignvar serve`. */
 export const USAGE = `alignvar serve [options]
@@ -38,6 +38,7 @@ Serve options:
       --max-batch-delay <ms> wait for more tiles before a batch starts (default 2)
       --color-fix <m>        adain | wavelet | none (default: the model's, else adain)
       --no-color-fix         same as --color-fix none
+      --kv-cache <t>         f32 | bf16: the transformer's KV cache dtype (default f32; bf16 halves it)
       --log-level <l>        one JSON line per request on stdout at info; warn, error,
                              silent (default silent)
 `;
@@ -90,16 +91,8 @@ export async function run(argv: string[]): Promise<number> {
       'max-body': { type: 'string' },
       timeout: { type: 'string' },
       'max-output-pixels': { type: 'string' },
-      model: { type: 'string' },
-      device: { type: 'string' },
-      seed: { type: 'string' },
-      cfg: { type: 'string' },
-      'top-k': { type: 'string' },
-      'top-p': { type: 'string' },
-      'tile-batch': { type: 'string' },
+      ...MODEL_FLAGS,
       'max-batch-delay': { type: 'string' },
-      'color-fix': { type: 'string' },
-      'no-color-fix': { type: 'boolean' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -114,18 +107,11 @@ export async function run(argv: string[]): Promise<number> {
     throw new UsageError(`--log-level must be one of info, warn, error, silent, not ${JSON.stringify(level)}`);
   }
   const upscalerOptions = {
-    model: values.model,
-    device: values.device,
-    seed: num(values.seed),
-    cfg: num(values.cfg),
-    topK: num(values['top-k']),
-    topP: num(values['top-p']),
-    tileBatch: num(values['tile-batch']),
+    ...modelOptions(values),
     maxBatchDelayMs: num(values['max-batch-delay']),
     maxQueuedRequests: num(values['max-queue']),
     maxQueuedTiles: num(values['max-queued-tiles']),
     maxOutputPixels: num(values['max-output-pixels']),
-    colorFix: values['no-color-fix'] ? 'none' : values['color-fix'],
   } as UpscalerOptions;
   // Claim Ctrl-C before the model loads: the dispatcher then leaves stopping to us.
   const interrupted = interruptSignal();

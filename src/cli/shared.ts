@@ -6,6 +6,8 @@ import { randomBytes } from 'node:crypto';
 import { rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
+import type { UpscalerOptions } from '../options.js';
+
 /** A command-line usage error: the dispatcher prints it with a hint and exits 2. */
 export class UsageError extends Error {}
 Object.defineProperty(UsageError.prototype, 'name', { value: 'UsageError', enumerable: false, writable: true });
@@ -95,4 +97,50 @@ export function interrupt(): boolean {
   if (interruptController === undefined) return false;
   interruptController.abort(Object.assign(new Error('interrupted'), { name: 'AbortError' }));
   return true;
+}
+
+/** parseArgs declarations of the model and sampling flags that `upscale` and `serve` share. */
+export const MODEL_FLAGS = {
+  model: { type: 'string' },
+  device: { type: 'string' },
+  seed: { type: 'string' },
+  cfg: { type: 'string' },
+  'top-k': { type: 'string' },
+  'top-p': { type: 'string' },
+  'tile-batch': { type: 'string' },
+  'color-fix': { type: 'string' },
+  'no-color-fix': { type: 'boolean' },
+  'kv-cache': { type: 'string' },
+} as const;
+
+/** Parsed values of {@link MODEL_FLAGS}. */
+export interface ModelFlagValues {
+  model?: string | undefined;
+  device?: string | undefined;
+  seed?: string | undefined;
+  cfg?: string | undefined;
+  'top-k'?: string | undefined;
+  'top-p'?: string | undefined;
+  'tile-batch'?: string | undefined;
+  'color-fix'?: string | undefined;
+  'no-color-fix'?: boolean | undefined;
+  'kv-cache'?: string | undefined;
+}
+
+/**
+ * The {@link UpscalerOptions} that the model flags ask for, unvalidated: validateUpscalerOptions
+ * checks them, so the messages are the API's.
+ */
+export function modelOptions(values: ModelFlagValues): UpscalerOptions {
+  return {
+    model: values.model,
+    device: values.device,
+    seed: num(values.seed),
+    cfg: num(values.cfg),
+    topK: num(values['top-k']),
+    topP: num(values['top-p']),
+    tileBatch: num(values['tile-batch']),
+    colorFix: values['no-color-fix'] ? 'none' : values['color-fix'],
+    kvCache: values['kv-cache'],
+  } as UpscalerOptions;
 }

@@ -21,12 +21,12 @@ import {
   validateUpscaleOptions,
   validateUpscalerOptions,
   type OutputFormat,
-  type UpscalerOptions,
 } from '../options.js';
 import { createUpscaler, inspectModel, type Upscaler } from '../upscaler.js';
 import { checkNameTemplate, expandInputs, formatOfPath, outputName, readHead, removeStaleTemps } from './inputs.js';
 import { BatchProgress, type ProgressMode } from './progress.js';
 import {
+  MODEL_FLAGS,
   UsageError,
   errorCode,
   errorMessage,
@@ -34,6 +34,7 @@ import {
   interruptSignal,
   isDirectory,
   log,
+  modelOptions,
   num,
   writeAtomic,
 } from './shared.js';
@@ -67,6 +68,7 @@ Upscale options:
       --tile-batch <n>   tiles per model batch, 1-64 (default 4)
       --color-fix <m>    adain | wavelet | none (default: the model's, else adain)
       --no-color-fix     same as --color-fix none
+      --kv-cache <t>     f32 | bf16: the transformer's KV cache dtype (default f32; bf16 halves it)
       --format <f>       png | jpeg | webp | tiff | avif | gif
                          (default: from the -o extension, else the input's format)
       --quality <n>      JPEG/WebP/AVIF quality, 1-100
@@ -164,15 +166,7 @@ export async function run(argv: string[]): Promise<number> {
       name: { type: 'string' },
       json: { type: 'boolean' },
       jobs: { type: 'string', short: 'j' },
-      model: { type: 'string' },
-      device: { type: 'string' },
-      seed: { type: 'string' },
-      cfg: { type: 'string' },
-      'top-k': { type: 'string' },
-      'top-p': { type: 'string' },
-      'tile-batch': { type: 'string' },
-      'color-fix': { type: 'string' },
-      'no-color-fix': { type: 'boolean' },
+      ...MODEL_FLAGS,
       format: { type: 'string' },
       quality: { type: 'string' },
       quiet: { type: 'boolean', short: 'q' },
@@ -193,16 +187,7 @@ export async function run(argv: string[]): Promise<number> {
   const output = values.output;
   const quality = num(values.quality) as number | undefined;
 
-  const options = {
-    model: values.model,
-    device: values.device,
-    seed: num(values.seed),
-    cfg: num(values.cfg),
-    topK: num(values['top-k']),
-    topP: num(values['top-p']),
-    tileBatch: num(values['tile-batch']),
-    colorFix: values['no-color-fix'] ? 'none' : values['color-fix'],
-  } as UpscalerOptions;
+  const options = modelOptions(values);
   // Option errors first, even when every output already exists.
   validateUpscalerOptions(options);
 

@@ -86,6 +86,9 @@ describe('alignvar (no model needed)', () => {
     const c = await cli('upscale', 'a.png', '-o', join(dir, 'x.png'), '--color-fix', 'lab');
     expect(c.code).toBe(1);
     expect(c.stderr).toContain('Expected one of "adain", "wavelet", "none" for colorFix but received "lab"');
+    const k = await cli('upscale', 'a.png', '-o', join(dir, 'x.png'), '--kv-cache', 'f16');
+    expect(k.code).toBe(1);
+    expect(k.stderr).toContain('Expected one of "f32", "bf16" for kvCache but received "f16"');
   });
 
   it('info lists the backends', async () => {
@@ -109,6 +112,15 @@ describe.skipIf(!HAVE_MODEL)('alignvar (tiny model)', () => {
     expect(await sharp(out).metadata()).toMatchObject({ format: 'png', width: 1200, height: 800, channels: 4 });
     expect(Buffer.compare(await readFile(input), bytes)).toBe(0);
     expect((await readdir(dir)).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+  });
+
+  it('--kv-cache bf16 runs with a bf16 KV cache', async () => {
+    const input = join(dir, 'kv.png');
+    await writeFile(input, await rgbaPng(20, 12));
+    const out = join(dir, 'kv-x4.png');
+    const r = await cli('upscale', input, '-o', out, ...common, '--kv-cache', 'bf16');
+    expect(r.code, r.stderr).toBe(0);
+    expect(await sharp(out).metadata()).toMatchObject({ format: 'png', width: 80, height: 48 });
   });
 
   it('writes the format the -o extension names', async () => {
