@@ -209,6 +209,8 @@ export async function waitForJobs(
     options.onSettled?.(outcome);
     if (outcomes.size === byId.size) finish?.();
   };
+  const failedReasons = new Map<string, string>();
+  const reasonlessReads = new Map<string, number>();
   const check = async (ids: string[]): Promise<void> => {
     await Promise.all(
       ids.map(async (id) => {
@@ -219,12 +221,22 @@ export async function waitForJobs(
         }
         const state = await job.getState();
         if (state === 'completed') settle(id, parseResult(job.returnvalue), undefined);
-        else if (state === 'failed') settle(id, undefined, job.failedReason || 'failed');
+        else if (state === 'failed') {
+          // The reason from the job hash, else from the 'failed' event. A read that races the
+          // worker's write of the hash can see the state before the reason: read it again on the
+          // next poll (a few times) rather than report a bare 'failed'.
+          const reason = job.failedReason || failedReasons.get(id);
+          const reads = (reasonlessReads.get(id) ?? 0) + 1;
+          if (reason) settle(id, undefined, reason);
+          else if (reads >= 3) settle(id, undefined, 'failed (no reason recorded)');
+          else reasonlessReads.set(id, reads);
+        }
       }),
     );
   };
   events.on('completed', ({ jobId, returnvalue }) => settle(jobId, parseResult(returnvalue), undefined));
-  events.on('failed', ({ jobId }) => {
+  events.on('failed', ({ jobId, failedReason }) => {
+    if (failedReason) failedReasons.set(jobId, failedReason);
     // Read the state: only a job in the failed set has failed for good.
     void check([jobId]).catch(() => undefined);
   });
