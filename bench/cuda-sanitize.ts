@@ -264,59 +264,45 @@ cases.push({
 });
 
 // ---- attention -------------------------------------------------------------------------------
-cases.push({
-  name: 'qkv_prep l2norm+rope',
-  op: 'qkv_prep',
-  outs: ['q_out', 'k_cache', 'v_cache'],
-  check: REL32,
-  make: () => {
-    const R = 2,
-      L = 9,
-      H = 3,
-      D = 64,
-      nCtx = 20;
-    const r = rng(9);
-    const pos = new Float32Array(2 * L);
-    for (let l = 0; l < L; l++) {
-      pos[2 * l] = (Math.floor(l / 3) / 3) * 32;
-      pos[2 * l + 1] = ((l % 3) / 3) * 32;
-    }
-    return {
-      qkv: f32(randArray(R * L * 3 * H * D, r), [R, L, 3, H * D]),
-      q_scale: f32(new Float32Array([4, 10, 0.5]), [H]),
-      rope_pos: f32(pos, [L, 2]),
-      q_out: f32(poisoned(R * H * L * D), [R, H, L, D]),
-      k_cache: f32(randArray(R * H * nCtx * D, r), [R, H, nCtx, D]),
-      v_cache: f32(randArray(R * H * nCtx * D, r), [R, H, nCtx, D]),
-      kv_pos: 5,
-    };
-  },
-});
-// The bf16 KV cache: qkv_prep rounds k and v into bf16 caches.
-cases.push({
-  name: 'qkv_prep l2norm+rope, bf16 cache',
-  op: 'qkv_prep',
-  outs: ['q_out', 'k_cache', 'v_cache'],
-  check: REL32,
-  make: () => {
-    const R = 2,
-      L = 9,
-      H = 3,
-      D = 64,
-      nCtx = 20;
-    const r = rng(10);
-    const pos = new Float32Array(2 * L).map((_, i) => ((i % 7) / 7) * 32);
-    return {
-      qkv: f32(randArray(R * L * 3 * H * D, r), [R, L, 3, H * D]),
-      q_scale: f32(new Float32Array([4, 10, 0.5]), [H]),
-      rope_pos: f32(pos, [L, 2]),
-      q_out: f32(poisoned(R * H * L * D), [R, H, L, D]),
-      k_cache: { ...weights([R, H, nCtx, D], 11, 'bf16'), shape: [R, H, nCtx, D] },
-      v_cache: { ...weights([R, H, nCtx, D], 12, 'bf16'), shape: [R, H, nCtx, D] },
-      kv_pos: 5,
-    };
-  },
-});
+// qkv_prep on the spec's 3x3 RoPE grid, into an f32 cache or a bf16 one (k and v rounded).
+function qkvPrepCase(kv: 'f32' | 'bf16'): void {
+  cases.push({
+    name: `qkv_prep l2norm+rope${kv === 'bf16' ? ', bf16 cache' : ''}`,
+    op: 'qkv_prep',
+    outs: ['q_out', 'k_cache', 'v_cache'],
+    check: REL32,
+    make: () => {
+      const R = 2,
+        L = 9,
+        H = 3,
+        D = 64,
+        nCtx = 20;
+      const r = rng(9);
+      const pos = new Float32Array(2 * L);
+      for (let l = 0; l < L; l++) {
+        pos[2 * l] = (Math.floor(l / 3) / 3) * 32;
+        pos[2 * l + 1] = ((l % 3) / 3) * 32;
+      }
+      const cache = (): NativeTensor => {
+        const c = randArray(R * H * nCtx * D, r);
+        return kv === 'bf16'
+          ? { data: toBf16(c).bits, shape: [R, H, nCtx, D], dtype: 'bf16' }
+          : f32(c, [R, H, nCtx, D]);
+      };
+      return {
+        qkv: f32(randArray(R * L * 3 * H * D, r), [R, L, 3, H * D]),
+        q_scale: f32(new Float32Array([4, 10, 0.5]), [H]),
+        rope_pos: f32(pos, [L, 2]),
+        q_out: f32(poisoned(R * H * L * D), [R, H, L, D]),
+        k_cache: cache(),
+        v_cache: cache(),
+        kv_pos: 5,
+      };
+    },
+  });
+}
+qkvPrepCase('f32');
+qkvPrepCase('bf16');
 function attnCase(
   name: string,
   R: number,
