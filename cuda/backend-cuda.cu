@@ -28,6 +28,7 @@
 #include "attn.cuh"
 #include "common.cuh"
 #include "conv.cuh"
+#include "diffusion.cuh"
 #include "core/backend.h"
 #include "core/cuda-plugin.h"
 #include "elementwise.cuh"
@@ -195,6 +196,8 @@ public:
                 return av_cuda_upsample_accum(*static_cast<const av_upsample_accum_params*>(params), ctx_);
             case AV_OP_SAMPLE: return av_cuda_sample(*static_cast<const av_sample_params*>(params), ctx_);
             case AV_OP_COPY: return av_cuda_copy(*static_cast<const av_copy_params*>(params), ctx_);
+            case AV_OP_DIFFUSION_STEP:
+                return av_cuda_diffusion_step(*static_cast<const av_diffusion_step_params*>(params), ctx_);
             case AV_OP_COUNT: break;
         }
         return av_status::error(AV_ERR_UNSUPPORTED, "cuda: unknown op " + std::to_string(static_cast<int>(op)));

@@ -5,14 +5,16 @@
  * above it.
  *
  * Per batch: `prepare` (LR resize, conditioning net, SCA masks, prefix), K `step`s (one native
- * call per scale; progress and AbortSignal act between them), `decode` (VQVAE decoder, output
- * conversion, AdaIN colour fix). Calls on one Engine are serialised.
+ * call per scale; progress and AbortSignal act between them), for a VARSR file with its
+ * diffusion refiner `refine` (spec 6), `decode` (VQVAE decoder, output conversion, AdaIN colour
+ * fix). Calls on one Engine are serialised.
  */
 import { loadAddon } from './binding/load.js';
 import type { DType, NativeModelConfig, NativeSession } from './binding/types.js';
 import { NativeError, WeightsError, invalidOption, rethrowNative } from './errors.js';
 import { type ModelConfig, detectConfig, expectedTensors, scheduleOf } from './model/config.js';
 import { type ScaleProgress, runScales } from './model/generate.js';
+import { type RefinerDims, detectRefiner, refinerTensors } from './model/refiner.js';
 import { type Schedule, ropeTable } from './model/schedule.js';
 import { SafetensorsFile } from './weights/safetensors.js';
 
@@ -28,6 +30,11 @@ export interface EngineCreateOptions {
    * when written, which moves logits by about 1e-3 relative (docs/decisions.md).
    */
   kvCache?: 'f32' | 'bf16';
+  /**
+   * Run VARSR's diffusion refiner when the file holds one (`diffloss.*`, `decoder_norm.*`).
+   * Default true; false leaves its weights unloaded and skips the stage. AlignVAR files have none.
+   */
+  refiner?: boolean;
 }
 
 /** Per-batch settings. */
@@ -49,6 +56,8 @@ export interface EngineRunOptions {
   colorFix?: 'adain' | 'wavelet' | 'none';
   /** Called after each scale. */
   onProgress?: (p: ScaleProgress) => void;
+  /** Called after the refiner stage (models that run one) with its wall time in ms. */
+  onRefiner?: (p: { ms: number }) => void;
   /** Aborts between scales (and before prepare/decode). */
   signal?: AbortSignal;
   /** Test-only: keep intermediates for `_debug`. */
@@ -103,12 +112,21 @@ export class Engine {
   readonly lrSize: number;
   /** HR tile side in pixels (4 x lrSize). */
   readonly hrSize: number;
+  /** The refiner this engine runs (its width and blocks), or undefined (none, or turned off). */
+  readonly refiner: RefinerDims | undefined;
   private readonly native: NativeSession;
   private queue: Promise<unknown> = Promise.resolve();
   private disposed = false;
 
-  private constructor(config: ModelConfig, schedule: Schedule, backend: string, native: NativeSession) {
+  private constructor(
+    config: ModelConfig,
+    schedule: Schedule,
+    backend: string,
+    native: NativeSession,
+    refiner: RefinerDims | undefined,
+  ) {
     this.config = config;
+    this.refiner = refiner;
     this.schedule = schedule;
     this.backend = backend;
     this.native = native;
@@ -133,20 +151,39 @@ export class Engine {
     const kvCache = options.kvCache ?? 'f32';
     if (kvCache !== 'f32' && kvCache !== 'bf16')
       throw invalidOption('options.kvCache', "'f32' or 'bf16'", options.kvCache);
+    const useRefiner = options.refiner ?? true;
+    if (typeof useRefiner !== 'boolean') throw invalidOption('options.refiner', 'a boolean', options.refiner);
     const file = await SafetensorsFile.open(modelPath);
     let native: NativeSession | undefined;
     try {
       const config = detectConfig(file, modelPath);
       const schedule = scheduleOf(config);
       const backend = pickBackend(backendOpt);
+      const refiner = useRefiner ? detectRefiner(file.tensors) : undefined;
+      const refinerKeys = refiner ? refinerTensors(config, refiner) : [];
+      for (const e of refinerKeys) {
+        const info = file.tensors.get(e.name);
+        if (!info) throw new WeightsError({ file: modelPath, tensor: e.name, problem: "is missing (the refiner's)" });
+        if (info.shape.length !== e.shape.length || info.shape.some((d, i) => d !== e.shape[i]))
+          throw new WeightsError({
+            file: modelPath,
+            tensor: e.name,
+            problem: `expected shape [${e.shape.join(', ')}] but found [${info.shape.join(', ')}]`,
+          });
+      }
       const { Session } = loadAddon();
       try {
-        native = new Session(backend, device, { ...nativeConfig(config, schedule), kv_dtype: kvCache });
+        native = new Session(backend, device, {
+          ...nativeConfig(config, schedule),
+          kv_dtype: kvCache,
+          refiner_width: refiner?.width ?? 0,
+          refiner_blocks: refiner?.blocks ?? 0,
+        });
       } catch (err) {
         const e = err as { message?: string; code?: string };
         throw new NativeError(e.message ?? String(err), e.code ?? 'ERR_NATIVE', { cause: err });
       }
-      for (const e of expectedTensors(config)) {
+      for (const e of [...expectedTensors(config), ...refinerKeys]) {
         const info = file.tensors.get(e.name);
         const dtype = info ? DTYPES[info.dtype] : undefined;
         if (!info || !dtype) throw new WeightsError({ file: modelPath, tensor: e.name, problem: 'cannot be loaded' });
@@ -155,7 +192,7 @@ export class Engine {
         await rethrowNative(native.loadTensor(e.name, { data: buf, shape: [...info.shape], dtype }));
       }
       await rethrowNative(native.finalize());
-      return new Engine(config, schedule, backend, native);
+      return new Engine(config, schedule, backend, native, refiner);
     } catch (err) {
       if (native) await native.dispose().catch(() => undefined);
       throw err;
@@ -220,6 +257,12 @@ export class Engine {
     );
     await runScales(this.native, this.schedule, { onProgress: o.onProgress, signal: o.signal, onStep: o.onStep });
     o.signal?.throwIfAborted();
+    if (this.refiner) {
+      const t0 = performance.now();
+      await rethrowNative(this.native.refine());
+      o.onRefiner?.({ ms: performance.now() - t0 });
+      o.signal?.throwIfAborted();
+    }
     const residualScale = this.config.latent === 'residual' ? (this.config.residualScale ?? 1) : 0;
     return rethrowNative(this.native.decode({ color_fix: colorFix, residual_scale: residualScale }));
   }

@@ -90,6 +90,13 @@ export interface UpscalerOptions {
    */
   kvCache?: KvCacheDtype | undefined;
   /**
+   * Run VARSR's diffusion refiner (spec 6) when the model file holds one (a converted
+   * `VARSR.pth`; see {@link ModelInfo.hasRefiner}): 10 diffusion steps per token after the last
+   * scale, as VARSR's published results use. Default true; false skips the stage (and leaves its
+   * weights unloaded), giving VARSR's transformer output alone. AlignVAR models have no refiner.
+   */
+  refiner?: boolean | undefined;
+  /**
    * Seed of the sampler's counter-based RNG: an integer between 0 and 9007199254740991
    * (2^53 - 1). Default 0.
    * With the default greedy sampling (`topK` 1) the output does not depend on it.
@@ -218,6 +225,7 @@ export interface ResolvedUpscalerOptions {
   device: Device;
   gpu: number;
   kvCache: KvCacheDtype;
+  refiner: boolean;
   seed: number;
   cfg: number | undefined;
   topK: number;
@@ -250,6 +258,7 @@ const UPSCALER_KEYS: readonly string[] = [
   'device',
   'gpu',
   'kvCache',
+  'refiner',
   'seed',
   'cfg',
   'topK',
@@ -326,6 +335,13 @@ export function validateChoice<T extends string, F extends T | undefined>(
   return value as T;
 }
 
+/** A boolean option, or `fallback` when undefined. */
+function validateBooleanOption(name: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') throw invalidOption(name, 'boolean', value);
+  return value;
+}
+
 function validateKeys(name: string, options: Record<string, unknown>, known: readonly string[]): void {
   for (const key of Object.keys(options)) {
     if (!known.includes(key)) throw invalidOption(`${name} key`, `one of ${quoted(known)}`, key);
@@ -353,6 +369,7 @@ export function validateUpscalerOptions(options: unknown): ResolvedUpscalerOptio
     device: validateChoice('device', options.device, DEVICES, 'auto'),
     gpu: validateInteger('gpu', options.gpu, 0, MAX_GPU, 0),
     kvCache: validateChoice('kvCache', options.kvCache, KV_CACHE_DTYPES, 'f32'),
+    refiner: validateBooleanOption('refiner', options.refiner, true),
     seed: validateInteger('seed', options.seed, 0, MAX_SEED, 0),
     cfg: validateNumber('cfg', options.cfg, 0, MAX_CFG, undefined),
     topK: validateInteger('topK', options.topK, 0, MAX_TOP_K, 1),

@@ -95,8 +95,8 @@ export interface ModelInfo {
   /** Colour fix used when `colorFix` is not given: the metadata's `color_fix`, else `'adain'`. */
   defaultColorFix: ColorFix;
   /**
-   * Whether the file holds VARSR's diffusion refiner (`diffloss.*` and `decoder_norm.*`). The
-   * engine does not run it yet: such a model runs without it (docs/decisions.md, "VARSR refiner").
+   * Whether the file holds VARSR's diffusion refiner (`diffloss.*` and `decoder_norm.*`), which
+   * the upscaler then runs unless {@link UpscalerOptions.refiner} is false.
    */
   hasRefiner: boolean;
 }
@@ -330,8 +330,6 @@ export function backendInfo(): BackendInfo[] {
   return loadAddon().backendInfo();
 }
 
-/** Model paths whose refiner notice was shown (once per process). */
-const refinerNoticed = new Set<string>();
 
 /** An AlignVAR x4 upscaler bound to one model on one device. Create with {@link createUpscaler}. */
 export class Upscaler {
@@ -381,14 +379,12 @@ export class Upscaler {
   static async create(options?: UpscalerOptions): Promise<Upscaler> {
     const o = validateUpscalerOptions(options);
     const info = await inspectModel(o.model);
-    const engine = await Engine.create(info.path, { backend: o.device, device: o.gpu, kvCache: o.kvCache });
-    if (info.hasRefiner && !refinerNoticed.has(info.path)) {
-      refinerNoticed.add(info.path);
-      process.emitWarning(
-        `${info.path} holds VARSR's diffusion refiner, which this engine does not run yet: upscaling without it`,
-        { code: 'ALIGNVAR_REFINER_SKIPPED' },
-      );
-    }
+    const engine = await Engine.create(info.path, {
+      backend: o.device,
+      device: o.gpu,
+      kvCache: o.kvCache,
+      refiner: o.refiner,
+    });
     let fallbackReason: string | undefined;
     if (o.device === 'auto' && engine.backend !== 'cuda') {
       const cuda = backendInfo().find((b) => b.name === 'cuda');

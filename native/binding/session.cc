@@ -66,6 +66,8 @@ av_model_config parse_config(av_args& a, const Napi::Object& o) {
     c.quant_resi = static_cast<float>(a.number(o, "quant_resi", 0.5));
     c.rope_base = static_cast<float>(a.number(o, "rope_base", 10000.0));
     c.sca = a.boolean(o, "sca", false);
+    c.refiner_width = a.int64(o, "refiner_width", 0);
+    c.refiner_blocks = a.int64(o, "refiner_blocks", 0);
     c.rope = typed_copy<float, napi_float32_array>(a, o, "rope", "Float32Array");
     c.phi_index = typed_copy<int32_t, napi_int32_array>(a, o, "phi_index", "Int32Array");
     const std::string kv = a.string(o, "kv_dtype", "f32");
@@ -83,6 +85,7 @@ Napi::Function av_session::init(Napi::Env env) {
                            InstanceMethod<&av_session::finalize>("finalize"),
                            InstanceMethod<&av_session::prepare>("prepare"),
                            InstanceMethod<&av_session::step>("step"),
+                           InstanceMethod<&av_session::refine>("refine"),
                            InstanceMethod<&av_session::decode>("decode"),
                            InstanceMethod<&av_session::debug>("_debug"),
                            InstanceMethod<&av_session::info>("info"),
@@ -228,6 +231,14 @@ Napi::Value av_session::step(const Napi::CallbackInfo& info) {
         return out;
     };
     AV_SESSION_RUN("alignvar:step", work, result, (std::vector<Napi::Value>{info.This()}));
+}
+
+Napi::Value av_session::refine(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!acquire(env, "refine")) return env.Undefined();
+    auto engine = engine_;
+    auto work = [engine]() { return engine->refine(); };
+    AV_SESSION_RUN("alignvar:refine", work, nullptr, (std::vector<Napi::Value>{info.This()}));
 }
 
 Napi::Value av_session::decode(const Napi::CallbackInfo& info) {

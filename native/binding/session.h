@@ -8,6 +8,7 @@
 //   finalize()                                   -> Promise<void>
 //   prepare({lr, image_keys, seed, cfg, top_k, top_p, debug}) -> Promise<void>
 //   step(si)                                     -> Promise<Int32Array> tokens [B, pn^2]
+//   refine()                                      -> Promise<void> (models with the VARSR refiner)
 //   decode({color_fix, residual_scale})          -> Promise<Uint8Array> [B, S, S, 3]
 //   _debug(name)                                 -> Promise<{data: Float32Array, shape}>
 //   info()                                       -> {backend, weight_bytes, state_bytes}
@@ -31,6 +32,7 @@ private:
     Napi::Value finalize(const Napi::CallbackInfo& info);
     Napi::Value prepare(const Napi::CallbackInfo& info);
     Napi::Value step(const Napi::CallbackInfo& info);
+    Napi::Value refine(const Napi::CallbackInfo& info);
     Napi::Value decode(const Napi::CallbackInfo& info);
     Napi::Value debug(const Napi::CallbackInfo& info);
     Napi::Value info(const Napi::CallbackInfo& info);

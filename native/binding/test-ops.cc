@@ -63,6 +63,7 @@ const std::map<av_op, op_desc>& op_table() {
     using UA = av_upsample_accum_params;
     using SA = av_sample_params;
     using CP = av_copy_params;
+    using DS = av_diffusion_step_params;
     static const std::map<av_op, op_desc> t = {
         {AV_OP_LINEAR,
          {sizeof(L),
@@ -121,6 +122,12 @@ const std::map<av_op, op_desc>& op_table() {
            S_F32(SA, top_p), S_U64(SA, seed), S_I32(SA, scale)},
           init_params<SA>}},
         {AV_OP_COPY, {sizeof(CP), {T_IN(CP, x), T_OUT(CP, y)}, init_params<CP>}},
+        {AV_OP_DIFFUSION_STEP,
+         {sizeof(DS),
+          {T_INOUT(DS, x), T_IN(DS, o), T_IN(DS, image_key), T_OUT(DS, eps_out), S_I64(DS, tokens), S_I32(DS, init),
+           S_I32(DS, noise), S_I32(DS, halves), S_I32(DS, stream), S_U64(DS, seed), S_F32(DS, w), S_F32(DS, c_x),
+           S_F32(DS, c_eps), S_F32(DS, coef1), S_F32(DS, coef2), S_F32(DS, log_beta), S_F32(DS, post_log_var)},
+          init_params<DS>}},
     };
     return t;
 }

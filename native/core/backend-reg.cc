@@ -94,6 +94,7 @@ bool av_backend_set_cuda_library(const std::string& path) {
 static const char* const k_op_names[AV_OP_COUNT] = {
     "linear", "layernorm", "modulate", "binary",   "unary",          "softmax", "groupnorm", "qkv_prep",
     "attn",   "conv2d",    "resample", "vq_lookup", "vq_nearest", "upsample_accum", "sample", "copy",
+    "diffusion_step",
 };
 
 const char* av_op_name(av_op op) { return op < AV_OP_COUNT ? k_op_names[op] : "?"; }

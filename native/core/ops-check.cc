@@ -460,3 +460,31 @@ av_status av_check_sample(const av_sample_params& p) {
                  "sample: image_key must be i32 [B] with B = " + std::to_string(B) + " when sampling (top_k != 1)");
     return av_status::success();
 }
+
+av_status av_check_diffusion_step(const av_diffusion_step_params& p) {
+    AV_CHECK(av_tensor_present(p.x) && av_tensor_present(p.image_key), "diffusion_step: x and image_key are required");
+    AV_CHECK(is_f32_contiguous(p.x), "diffusion_step: x must be contiguous f32");
+    // x [N, Cv]; o [halves * N, 2 Cv]; image_key [B] with N = B * tokens
+    const int64_t Cv = p.x.ne[0], N = p.x.ne[1];
+    AV_CHECK(p.x.ne[2] == 1 && p.x.ne[3] == 1, "diffusion_step: x " + shape_str_sp(p.x) + " must be [N, Cv]");
+    AV_CHECK(Cv > 0 && Cv % 2 == 0, "diffusion_step: the channel count Cv = " + std::to_string(Cv) + " must be even");
+    AV_CHECK(p.tokens > 0 && N % p.tokens == 0,
+             "diffusion_step: x has " + std::to_string(N) + " rows, not a multiple of tokens = " + std::to_string(p.tokens));
+    const int64_t B = N / p.tokens;
+    AV_CHECK(B <= UINT32_MAX && p.tokens <= UINT32_MAX, "diffusion_step: too many rows");
+    AV_CHECK(p.image_key.dtype == AV_I32 && av_tensor_is_contiguous(p.image_key) && av_tensor_nelements(p.image_key) == B,
+             "diffusion_step: image_key must be i32 [B] with B = " + std::to_string(B));
+    AV_CHECK(p.init == 0 || p.init == 1, "diffusion_step: init must be 0 or 1");
+    if (p.init) return av_status::success();
+    AV_CHECK(p.halves == 1 || p.halves == 2, "diffusion_step: halves must be 1 or 2, got " + std::to_string(p.halves));
+    AV_CHECK(av_tensor_present(p.o) && is_f32_contiguous(p.o), "diffusion_step: o is required (contiguous f32)");
+    AV_CHECK(p.o.ne[0] == 2 * Cv && p.o.ne[1] == p.halves * N && p.o.ne[2] == 1 && p.o.ne[3] == 1,
+             "diffusion_step: o " + shape_str_sp(p.o) + " must be [halves * N, 2 * Cv] = [" +
+                 std::to_string(p.halves * N) + ", " + std::to_string(2 * Cv) + "]");
+    if (av_tensor_present(p.eps_out)) {
+        AV_CHECK(is_f32_contiguous(p.eps_out), "diffusion_step: eps_out must be contiguous f32");
+        AV_CHECK(p.eps_out.ne[0] == Cv && p.eps_out.ne[1] == N && p.eps_out.ne[2] == 1 && p.eps_out.ne[3] == 1,
+                 "diffusion_step: eps_out " + shape_str_sp(p.eps_out) + " must be [N, Cv] like x");
+    }
+    return av_status::success();
+}

@@ -23,3 +23,4 @@ av_status av_check_attn(const av_attn_params& p);
 av_status av_check_resample(const av_resample_params& p);
 av_status av_check_upsample_accum(const av_upsample_accum_params& p);
 av_status av_check_sample(const av_sample_params& p);
+av_status av_check_diffusion_step(const av_diffusion_step_params& p);

@@ -40,6 +40,7 @@ enum av_op {
     AV_OP_UPSAMPLE_ACCUM,
     AV_OP_SAMPLE,
     AV_OP_COPY,
+    AV_OP_DIFFUSION_STEP,
     AV_OP_COUNT
 };
 
@@ -273,4 +274,42 @@ struct av_sample_params {
 struct av_copy_params {
     av_tensor x;
     av_tensor y;
+};
+
+// One step of the diffusion refiner's iDDPM ancestral sampler (spec 6.2, VARSR only).
+//   x [N, Cv] (in/out), N = B * L rows with L = `tokens`: row r is token r % L of image r / L;
+//   Cv even. image_key [B] i32.
+//   o [halves * N, 2 * Cv]: the network's output on the rows [x ; x]; eps = o[:, :Cv],
+//   v = o[:, Cv:]; halves = 2 under guidance (rows [N, 2N) are the negative half), else 1.
+//   init = 1: x = noise(stream) and nothing else (o is not read): the initial draw.
+//   Otherwise, per element, in fp32 with the constants as given (rounded from float64):
+//     eps  = halves == 2 ? (1 + w) eps_c - w eps_n : eps_c
+//     x0   = clamp(c_x * x - c_eps * eps, -1, 1)
+//     mean = coef1 * x0 + coef2 * x
+//     f    = (v_c + 1) / 2,  logvar = f * log_beta + (1 - f) * post_log_var
+//     x    = noise ? mean + exp(0.5 * logvar) * n : mean           (v_c: the conditional half's v)
+//   eps_out [N, Cv] (optional) receives the guided eps.
+//   n (the project's departure from VARSR's global RNG, docs/decisions.md): Philox4x32-10 with
+//   key (seed low 32 bits, seed high 32 bits) at counter (image_key[r / L], stream, r % L, q) for
+//   channel pair q < Cv/2; output words x0, x1 give u1 = ((x0 >> 8) + 1) 2^-24 in (0, 1] and
+//   u2 = (x1 >> 8) 2^-24; channel 2q = sqrt(-2 ln u1) cos(2 pi u2) and channel 2q + 1 the same
+//   with sin, computed in float64 and rounded to f32. The refiner uses stream 0x100 + n.
+struct av_diffusion_step_params {
+    av_tensor x;
+    av_tensor o;
+    av_tensor image_key;
+    av_tensor eps_out;
+    int64_t tokens = 1;
+    int32_t init = 0;
+    int32_t noise = 1;
+    int32_t halves = 1;
+    int32_t stream = 0;
+    uint64_t seed = 0;
+    float w = 0.0f;
+    float c_x = 1.0f;
+    float c_eps = 0.0f;
+    float coef1 = 1.0f;
+    float coef2 = 0.0f;
+    float log_beta = 0.0f;
+    float post_log_var = 0.0f;
 };

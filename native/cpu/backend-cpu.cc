@@ -57,6 +57,8 @@ public:
                 return av_cpu_upsample_accum(*static_cast<const av_upsample_accum_params*>(params));
             case AV_OP_SAMPLE: return av_cpu_sample(*static_cast<const av_sample_params*>(params));
             case AV_OP_COPY: return av_cpu_copy(*static_cast<const av_copy_params*>(params));
+            case AV_OP_DIFFUSION_STEP:
+                return av_cpu_diffusion_step(*static_cast<const av_diffusion_step_params*>(params));
             case AV_OP_COUNT: break;
         }
         return av_status::error(AV_ERR_UNSUPPORTED, "cpu: unknown op " + std::to_string(static_cast<int>(op)));

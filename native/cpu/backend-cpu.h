@@ -43,3 +43,4 @@ av_status av_cpu_upsample_accum(const av_upsample_accum_params& p);  // upsample
 av_status av_cpu_vq_lookup(const av_vq_lookup_params& p);    // rvq.cc
 av_status av_cpu_vq_nearest(const av_vq_nearest_params& p);  // rvq.cc
 av_status av_cpu_sample(const av_sample_params& p);          // sample.cc
+av_status av_cpu_diffusion_step(const av_diffusion_step_params& p);  // diffusion.cc

@@ -5,6 +5,8 @@ av_status av_model_config_check(av_model_config* c) {
              "config: depth, width, heads and mlp_hidden must be positive");
     AV_CHECK(c->width % c->heads == 0 && (c->width / c->heads) % 4 == 0,
              "config: width / heads must be an integer multiple of 4");
+    AV_CHECK(c->refiner_width >= 0 && c->refiner_blocks >= 0 && (c->refiner_width == 0) == (c->refiner_blocks == 0),
+             "config: refiner_width and refiner_blocks must both be positive (a refiner) or both 0");
     AV_CHECK(c->vocab >= 1 && c->cvae >= 1 && c->num_classes >= 2, "config: vocab, cvae >= 1 and num_classes >= 2");
     AV_CHECK(c->patch_nums.size() >= 2 && c->patch_nums[0] == 1, "config: patch_nums must start at 1 with >= 2 scales");
     for (size_t i = 1; i < c->patch_nums.size(); ++i)

@@ -29,6 +29,10 @@ struct av_model_config {
     float quant_resi = 0.5f;
     float rope_base = 10000.0f;
     bool sca = false;
+    // VARSR's diffusion refiner (spec 6.1): its width W and block count; 0 = not run (absent
+    // from the file, an AlignVAR model, or turned off by the caller).
+    int64_t refiner_width = 0;
+    int64_t refiner_blocks = 0;
     // From the schedule: RoPE coordinates [seq_len, 2] and the Phi index per scale (-1 = none).
     std::vector<float> rope;
     std::vector<int32_t> phi_index;

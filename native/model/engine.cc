@@ -58,6 +58,9 @@ av_status av_engine::create(const std::string& backend, int device, av_model_con
         if (!be->supports_op(op, AV_F32))
             return av_status::error(AV_ERR_UNSUPPORTED,
                                     std::string(be->name()) + ": op " + av_op_name(op) + " is not supported");
+    if (cfg.refiner_width > 0 && !be->supports_op(AV_OP_DIFFUSION_STEP, AV_F32))
+        return av_status::error(AV_ERR_UNSUPPORTED,
+                                std::string(be->name()) + ": op diffusion_step (the refiner) is not supported");
     if (cfg.kv_dtype != AV_F32)
         for (av_op op : {AV_OP_QKV_PREP, AV_OP_ATTN})
             if (!be->supports_op(op, cfg.kv_dtype))
@@ -94,6 +97,9 @@ size_t av_engine::state_bytes() const {
     for (const auto& b : kv_v_) s += b.bytes();
     for (const av_buffer* b : {&x_, &h_, &qkv_, &q_, &o_, &ff_, &logits_, &idx_, &keys_, &f_hat_, &codes_, &next_,
                                &key_bias_, &masks_, &dec_attn_, &dec_out_, &dec_act_[0], &dec_act_[1], &dec_act_[2]})
+        s += b->bytes();
+    for (const av_buffer* b : {&ref_z_, &ref_c_, &ref_sy_, &ref_a_, &ref_h_, &ref_t_, &ref_shift_, &ref_scale_, &ref_gate_,
+                               &ref_xin_, &ref_o_, &ref_x_, &ref_eps_, &ref_temb_})
         s += b->bytes();
     return s;
 }
@@ -245,6 +251,52 @@ av_status av_engine::resolve_weights() {
     AV_TRY(get("decoder.norm_out.bias", &dec_.norm_out_b));
     AV_TRY(get("decoder.conv_out.weight", &dec_.conv_out_w));
     AV_TRY(get("decoder.conv_out.bias", &dec_.conv_out_b));
+    return resolve_refiner();
+}
+
+av_status av_engine::resolve_refiner() {
+    ref_ = av_refiner_w();
+    if (cfg_.refiner_width == 0) return av_status::success();
+    auto get = [&](const std::string& n, av_tensor* t) { return w_.get(n, t); };
+    ref_.width = cfg_.refiner_width;
+    ref_.blocks = cfg_.refiner_blocks;
+    const std::string p = "diffloss.net.";
+    AV_TRY(get("decoder_norm.weight", &ref_.norm_w));
+    AV_TRY(get("decoder_norm.bias", &ref_.norm_b));
+    AV_TRY(get(p + "time_embed.mlp.0.weight", &ref_.t0_w));
+    AV_TRY(get(p + "time_embed.mlp.0.bias", &ref_.t0_b));
+    AV_TRY(get(p + "time_embed.mlp.2.weight", &ref_.t2_w));
+    AV_TRY(get(p + "time_embed.mlp.2.bias", &ref_.t2_b));
+    AV_TRY(get(p + "cond_embed.weight", &ref_.cond_w));
+    AV_TRY(get(p + "cond_embed.bias", &ref_.cond_b));
+    AV_TRY(get(p + "input_proj.weight", &ref_.in_w));
+    AV_TRY(get(p + "input_proj.bias", &ref_.in_b));
+    ref_.res.assign(static_cast<size_t>(ref_.blocks), av_refiner_w::block());
+    for (int64_t i = 0; i < ref_.blocks; ++i) {
+        const std::string q = p + "res_blocks." + std::to_string(i) + ".";
+        auto& b = ref_.res[i];
+        AV_TRY(get(q + "in_ln.weight", &b.ln_w));
+        AV_TRY(get(q + "in_ln.bias", &b.ln_b));
+        AV_TRY(get(q + "mlp.0.weight", &b.m0_w));
+        AV_TRY(get(q + "mlp.0.bias", &b.m0_b));
+        AV_TRY(get(q + "mlp.2.weight", &b.m2_w));
+        AV_TRY(get(q + "mlp.2.bias", &b.m2_b));
+        AV_TRY(get(q + "adaLN_modulation.1.weight", &b.ada_w));
+        AV_TRY(get(q + "adaLN_modulation.1.bias", &b.ada_b));
+    }
+    AV_TRY(get(p + "final_layer.adaLN_modulation.1.weight", &ref_.fin_ada_w));
+    AV_TRY(get(p + "final_layer.adaLN_modulation.1.bias", &ref_.fin_ada_b));
+    AV_TRY(get(p + "final_layer.linear.weight", &ref_.fin_w));
+    AV_TRY(get(p + "final_layer.linear.bias", &ref_.fin_b));
+    const int64_t W = ref_.width, C = cfg_.width, Cv = cfg_.cvae;
+    auto shape_is = [](const av_tensor& t, int64_t rows, int64_t cols) { return t.ne[0] == cols && t.ne[1] == rows; };
+    AV_CHECK(shape_is(ref_.t0_w, W, AV_REFINER_FREQ) && shape_is(ref_.t2_w, W, W) && shape_is(ref_.cond_w, W, C) &&
+                 shape_is(ref_.in_w, W, Cv) && shape_is(ref_.fin_ada_w, 2 * W, W) && shape_is(ref_.fin_w, 2 * Cv, W),
+             "refiner: diffloss.net weights do not match width " + std::to_string(W) + " (C " + std::to_string(C) +
+                 ", Cv " + std::to_string(Cv) + ")");
+    for (const auto& b : ref_.res)
+        AV_CHECK(shape_is(b.m0_w, W, W) && shape_is(b.m2_w, W, W) && shape_is(b.ada_w, 3 * W, W),
+                 "refiner: a residual block's weights do not match width " + std::to_string(W));
     return av_status::success();
 }
 
@@ -380,6 +432,13 @@ av_status av_engine::check_support() {
         for (const auto& a : lv.attns) attn(a);
         if (av_tensor_present(lv.up_w)) add(AV_OP_CONV2D, lv.up_w);
     }
+    if (ref_.width > 0) {
+        need.insert({AV_OP_DIFFUSION_STEP, AV_F32});
+        for (const av_tensor* t : {&ref_.t0_w, &ref_.t2_w, &ref_.cond_w, &ref_.in_w, &ref_.fin_ada_w, &ref_.fin_w})
+            add(AV_OP_LINEAR, *t);
+        for (const auto& b : ref_.res)
+            for (const av_tensor* t : {&b.m0_w, &b.m2_w, &b.ada_w}) add(AV_OP_LINEAR, *t);
+    }
     for (const auto& n : need)
         if (!be_->supports_op(static_cast<av_op>(n.first), static_cast<av_dtype>(n.second)))
             return av_status::error(AV_ERR_UNSUPPORTED, std::string(be_->name()) + ": op " +
@@ -493,6 +552,7 @@ av_status av_engine::prepare(const av_prepare_args& a) {
     B_ = B;
     R_ = R;
     next_si_ = -1;
+    refined_ = false;
     last_l_ = last_lh_ = 0;
     dbg_hr_in_.clear();
     dbg_lr_tokens_.clear();
@@ -565,6 +625,7 @@ av_status av_engine::prepare(const av_prepare_args& a) {
 
 av_status av_engine::decode(const av_decode_args& a, std::vector<uint8_t>* rgb) {
     AV_CHECK(next_si_ == cfg_.K, "decode: every scale must have been stepped first");
+    AV_CHECK(ref_.width == 0 || refined_, "decode: this model's refiner must run first (refine)");
     const int64_t B = B_, S = cfg_.hr_size, G2 = cfg_.grid * cfg_.grid, Cv = cfg_.cvae;
     // One image at a time bounds the decoder's scratch (it is the largest activation).
     if (dec_act_[0].data() == nullptr) {
@@ -599,7 +660,9 @@ av_status av_engine::decode(const av_decode_args& a, std::vector<uint8_t>* rgb) 
 // Names: hr_in [B,3,S,S], up01 [B,3,S,S], lr_tokens [B,G*G,C], sg (levels concatenated, each
 // [B,n,n]), masks (same layout), key_bias [B,T], prefix_x [R,Lp,C] (kept with debug), x (the
 // residual stream after the last step) [R,L,C], logits (raw, last step) [R,Lh,V], f_hat
-// [B,Cv,G,G], decoded (decoder output before the clamp) [B,3,S,S].
+// [B,Cv,G,G], decoded (decoder output before the clamp) [B,3,S,S]; with the refiner (kept with
+// debug): refiner_z [R*G*G,C], refiner_noise (the initial draw) [B*G*G,Cv], and per sampler
+// step n = 9 .. 0 the guided eps and the new x, refiner_eps / refiner_x [10,B*G*G,Cv].
 av_status av_engine::debug(const std::string& name, std::vector<float>* data, std::vector<int64_t>* shape) {
     const av_model_config& c = cfg_;
     const int64_t B = B_, R = R_, S = c.hr_size, G = c.grid, C = c.width;
@@ -618,6 +681,11 @@ av_status av_engine::debug(const std::string& name, std::vector<float>* data, st
     if (name == "prefix_x") return host(dbg_prefix_, {R, c.prefix_len, C});
     if (name == "sg") return host(dbg_sg_, {B * mask_total});
     if (name == "decoded") return host(dbg_decoded_, {B, 3, S, S});
+    const int64_t Lg = G * G, Cv = c.cvae;
+    if (name == "refiner_z") return host(dbg_ref_z_, {R * Lg, C});
+    if (name == "refiner_noise") return host(dbg_ref_noise_, {B * Lg, Cv});
+    if (name == "refiner_eps") return host(dbg_ref_eps_, {AV_REFINER_STEPS, B * Lg, Cv});
+    if (name == "refiner_x") return host(dbg_ref_x_, {AV_REFINER_STEPS, B * Lg, Cv});
     if (name == "masks") {
         AV_CHECK(c.sca, "debug: masks need SCA");
         *shape = {B * mask_total};

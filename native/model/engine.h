@@ -15,6 +15,7 @@
 
 #include "condnet.h"
 #include "config.h"
+#include "refiner.h"
 #include "core/backend.h"
 #include "sca.h"
 #include "transformer.h"
@@ -61,6 +62,9 @@ public:
     av_status prepare(const av_prepare_args& a);
     // Runs scale si (must be the next one); idx receives the sampled tokens [B, pn^2].
     av_status step(int64_t si, std::vector<int32_t>* idx);
+    // The diffusion refiner (models with one, config refiner_width > 0): f_hat += 0.6 x from
+    // the 10-step sampler (spec 6.2), after the last scale and before decode (refiner.cc).
+    av_status refine();
     // Decodes the final f_hat: rgb receives [B, S, S, 3] uint8.
     av_status decode(const av_decode_args& a, std::vector<uint8_t>* rgb);
     // A named intermediate as f32 (see engine.cc for the list), row-major shape.
@@ -80,6 +84,8 @@ private:
     av_status ensure_state(int64_t B);
     av_status build_masks(const av_prepare_args& a);
     av_status download_f32(const void* src, int64_t n, std::vector<float>* out);
+    av_status resolve_refiner();
+    av_status ensure_refiner_state(int64_t rows);
 
     std::unique_ptr<av_backend> be_;
     av_model_config cfg_;
@@ -107,6 +113,14 @@ private:
     std::vector<int64_t> mask_off_;  // per level: element offset in masks_ (level-major [B, n^2] blocks)
     std::vector<float> up01_;        // [B, 3, S, S] AdaIN source (host)
     av_buffer dec_act_[3], dec_attn_, dec_out_;
+
+    // The refiner: weights (width 0 = none), per-row scratch for rows = halves * B * G^2.
+    av_refiner_w ref_;
+    bool refined_ = false;
+    int64_t ref_cap_rows_ = 0;
+    av_buffer ref_z_, ref_c_, ref_sy_, ref_a_, ref_h_, ref_t_, ref_shift_, ref_scale_, ref_gate_;
+    av_buffer ref_xin_, ref_o_, ref_x_, ref_eps_, ref_temb_;
+    std::vector<float> dbg_ref_z_, dbg_ref_noise_, dbg_ref_eps_, dbg_ref_x_;
 
     // Host copies kept for debug().
     std::vector<float> dbg_hr_in_, dbg_lr_tokens_, dbg_prefix_, dbg_sg_, dbg_decoded_;

@@ -106,6 +106,9 @@ export interface NativeModelConfig {
   rope: Float32Array;
   /** Phi conv index per scale (-1 at the last scale). */
   phi_index: Int32Array;
+  /** VARSR refiner width W and block count (spec 6.1); 0 / absent: no refiner stage. */
+  refiner_width?: number;
+  refiner_blocks?: number;
   /** KV cache dtype (a session setting, not from the file). Default 'f32'. */
   kv_dtype?: 'f32' | 'bf16';
 }
@@ -154,12 +157,15 @@ export interface NativeSession {
   prepare(args: NativePrepareArgs): Promise<void>;
   /** Runs scale `si` (0..K-1 in order); resolves with the sampled tokens [B, pn^2]. */
   step(si: number): Promise<Int32Array>;
+  /** The refiner stage (sessions created with refiner_width > 0), after the last step. */
+  refine(): Promise<void>;
   /** Decodes the batch: u8 RGB [B, S, S, 3]. */
   /** residual_scale > 0: residual latent, output = 2 * up01 - 1 + residual_scale * decoder (before the clamp). */
   decode(args?: { color_fix?: 'adain' | 'wavelet' | 'none'; residual_scale?: number }): Promise<Uint8Array>;
   /**
    * Test-only: a named intermediate (hr_in, up01, lr_tokens, sg, masks, key_bias, prefix_x,
-   * x, logits, f_hat, decoded); see native/model/engine.cc.
+   * x, logits, f_hat, decoded; with the refiner refiner_z, refiner_noise, refiner_eps,
+   * refiner_x); see native/model/engine.cc.
    */
   _debug(name: string): Promise<NativeDebugTensor>;
   info(): NativeSessionInfo;

@@ -39,6 +39,7 @@ Serve options:
       --color-fix <m>        adain | wavelet | none (default: the model's, else adain)
       --no-color-fix         same as --color-fix none
       --kv-cache <t>         f32 | bf16: the transformer's KV cache dtype (default f32; bf16 halves it)
+      --no-refiner           skip VARSR's diffusion refiner in a model that has one (default: run it)
       --log-level <l>        one JSON line per request on stdout at info; warn, error,
                              silent (default silent)
 `;

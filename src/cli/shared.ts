@@ -111,6 +111,7 @@ export const MODEL_FLAGS = {
   'color-fix': { type: 'string' },
   'no-color-fix': { type: 'boolean' },
   'kv-cache': { type: 'string' },
+  'no-refiner': { type: 'boolean' },
 } as const;
 
 /** Parsed values of {@link MODEL_FLAGS}. */
@@ -125,6 +126,7 @@ export interface ModelFlagValues {
   'color-fix'?: string | undefined;
   'no-color-fix'?: boolean | undefined;
   'kv-cache'?: string | undefined;
+  'no-refiner'?: boolean | undefined;
 }
 
 /**
@@ -142,5 +144,6 @@ export function modelOptions(values: ModelFlagValues): UpscalerOptions {
     tileBatch: num(values['tile-batch']),
     colorFix: values['no-color-fix'] ? 'none' : values['color-fix'],
     kvCache: values['kv-cache'],
+    refiner: values['no-refiner'] ? false : undefined,
   } as UpscalerOptions;
 }

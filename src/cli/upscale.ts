@@ -69,6 +69,7 @@ Upscale options:
       --color-fix <m>    adain | wavelet | none (default: the model's, else adain)
       --no-color-fix     same as --color-fix none
       --kv-cache <t>     f32 | bf16: the transformer's KV cache dtype (default f32; bf16 halves it)
+      --no-refiner       skip VARSR's diffusion refiner in a model that has one (default: run it)
       --format <f>       png | jpeg | webp | tiff | avif | gif
                          (default: from the -o extension, else the input's format)
       --quality <n>      JPEG/WebP/AVIF quality, 1-100

@@ -28,6 +28,7 @@ import { detectConfig, expectedTensors, type ModelConfig, type TensorShapeInfo }
 import { checkPatchNums, makeSchedule, parsePatchNums } from '../model/schedule.js';
 import { SafetensorsFile } from '../weights/safetensors.js';
 import { convertBytes, type OutDType } from './dtype.js';
+import { detectRefiner } from '../model/refiner.js';
 import { bufferTensors, castable, encoderTensors, isVqKey, refinerTensors, type RefinerDims } from './keys.js';
 import { TORCH_DTYPE_SIZES, type TensorRef, type TorchDType } from './pickle.js';
 import { ConvertError, TorchCheckpoint, numel } from './torch.js';
@@ -376,10 +377,7 @@ function plan(
   }
   let refiner = false;
   if (keys.some((k) => k.startsWith('diffloss.') || k.startsWith('decoder_norm.'))) {
-    const proj = all.get('diffloss.net.input_proj.weight');
-    let n = 0;
-    while (all.has(`diffloss.net.res_blocks.${n}.in_ln.weight`)) n++;
-    const dims: RefinerDims = { width: proj?.shape[0] ?? 1024, blocks: n > 0 ? n : 6 };
+    const dims: RefinerDims = detectRefiner(all)!;
     const ref = refinerTensors(cfg, dims);
     group('the refiner', ref);
     for (const e of ref)

@@ -8,8 +8,7 @@
  */
 import { type ExpectedTensor, type ModelConfig, vqAttnTensors, vqResBlockTensors } from '../model/config.js';
 
-/** Sinusoid size of the refiner's timestep embedding (spec 6.1). */
-export const REFINER_FREQ_DIM = 256;
+export { REFINER_FREQ_DIM, type RefinerDims, refinerTensors } from '../model/refiner.js';
 
 /** A key family that is optional as a whole: all of its keys or none. */
 export interface KeyGroup {
@@ -62,46 +61,6 @@ export function encoderTensors(cfg: ModelConfig): ExpectedTensor[] {
   add('encoder.conv_out.bias', Cv);
   add('quant_conv.weight', Cv, Cv, 3, 3);
   add('quant_conv.bias', Cv);
-  return out;
-}
-
-/** Refiner sizes read from its tensors (spec 6.1: W = 1024, 6 blocks for VARSR). */
-export interface RefinerDims {
-  width: number;
-  blocks: number;
-}
-
-/** The refiner's keys for a config and refiner sizes. */
-export function refinerTensors(cfg: ModelConfig, r: RefinerDims): ExpectedTensor[] {
-  const out: ExpectedTensor[] = [];
-  const add = (name: string, ...shape: number[]) => out.push({ name, shape });
-  const W = r.width;
-  const p = 'diffloss.net.';
-  add('decoder_norm.weight', cfg.width);
-  add('decoder_norm.bias', cfg.width);
-  add(`${p}time_embed.mlp.0.weight`, W, REFINER_FREQ_DIM);
-  add(`${p}time_embed.mlp.0.bias`, W);
-  add(`${p}time_embed.mlp.2.weight`, W, W);
-  add(`${p}time_embed.mlp.2.bias`, W);
-  add(`${p}cond_embed.weight`, W, cfg.width);
-  add(`${p}cond_embed.bias`, W);
-  add(`${p}input_proj.weight`, W, cfg.cvae);
-  add(`${p}input_proj.bias`, W);
-  for (let j = 0; j < r.blocks; j++) {
-    const b = `${p}res_blocks.${j}.`;
-    add(`${b}in_ln.weight`, W);
-    add(`${b}in_ln.bias`, W);
-    add(`${b}mlp.0.weight`, W, W);
-    add(`${b}mlp.0.bias`, W);
-    add(`${b}mlp.2.weight`, W, W);
-    add(`${b}mlp.2.bias`, W);
-    add(`${b}adaLN_modulation.1.weight`, 3 * W, W);
-    add(`${b}adaLN_modulation.1.bias`, 3 * W);
-  }
-  add(`${p}final_layer.linear.weight`, 2 * cfg.cvae, W);
-  add(`${p}final_layer.linear.bias`, 2 * cfg.cvae);
-  add(`${p}final_layer.adaLN_modulation.1.weight`, 2 * W, W);
-  add(`${p}final_layer.adaLN_modulation.1.bias`, 2 * W);
   return out;
 }
 

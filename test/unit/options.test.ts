@@ -30,6 +30,7 @@ describe('validateUpscalerOptions', () => {
       maxOutputPixels: 16384 * 16384,
       gpu: 0,
       kvCache: 'f32',
+      refiner: true,
       maxBatchTiles: 4,
       maxBatchDelayMs: 2,
       maxQueuedTiles: Infinity,
@@ -54,6 +55,7 @@ describe('validateUpscalerOptions', () => {
       maxOutputPixels: 1,
       gpu: 0,
       kvCache: 'f32',
+      refiner: false,
       maxBatchTiles: 1,
       maxBatchDelayMs: 0,
       maxQueuedTiles: 1,
@@ -72,6 +74,7 @@ describe('validateUpscalerOptions', () => {
       maxOutputPixels: 32768 * 32768,
       gpu: 0,
       kvCache: 'bf16',
+      refiner: true,
       maxBatchTiles: 64,
       maxBatchDelayMs: 60_000,
       maxQueuedTiles: 2 ** 31 - 1,
@@ -90,7 +93,7 @@ describe('validateUpscalerOptions', () => {
     rejects(
       v,
       { top_k: 2 },
-      'Expected one of "model", "device", "gpu", "kvCache", "seed", "cfg", "topK", "topP", "tileBatch", "colorFix", "maxOutputPixels", "maxBatchTiles", "maxBatchDelayMs", "maxQueuedTiles", "maxQueuedRequests" for options key but received "top_k"',
+      'Expected one of "model", "device", "gpu", "kvCache", "refiner", "seed", "cfg", "topK", "topP", "tileBatch", "colorFix", "maxOutputPixels", "maxBatchTiles", "maxBatchDelayMs", "maxQueuedTiles", "maxQueuedRequests" for options key but received "top_k"',
     );
   });
 
@@ -102,6 +105,12 @@ describe('validateUpscalerOptions', () => {
   it('rejects invalid device', () => {
     rejects(v, { device: 'gpu' }, 'Expected one of "auto", "cpu", "cuda" for device but received "gpu"');
     rejects(v, { device: null }, 'Expected one of "auto", "cpu", "cuda" for device but received null');
+  });
+
+  it('rejects invalid refiner', () => {
+    rejects(v, { refiner: 'no' }, 'Expected boolean for refiner but received "no"');
+    rejects(v, { refiner: 0 }, 'Expected boolean for refiner but received 0');
+    expect(v({ refiner: false }).refiner).toBe(false);
   });
 
   it('rejects invalid kvCache', () => {

@@ -17,7 +17,10 @@ Writes (recipe and contents: test/fixtures/pth/README.md):
 - evil.pth: a valid torch zip whose pickle calls os.system('touch <MARKER>') when loaded by
   pickle; checked here to really run the command under torch.load, then the marker is removed.
 - golden-pth.safetensors: the reference's outputs for varsr-tiny.pth's weights as loaded back by
-  torch.load (bf16 VQVAE weights upcast to f32): per-scale tokens and f_hat, the decoder output.
+  torch.load (bf16 VQVAE weights upcast to f32): per-scale tokens and f_hat, the decoder output;
+  the refiner stage on them (`ref.*`: z, the initial noise, per sampler step eps and x, the
+  refined residual, f_hat and decoder output after it; guidance w = cfg_scale), and the same
+  generation without guidance (`nocfg.*`: cfg 0, the refiner on the conditional half alone).
 
 d24: `--d24 PATH [--dtype f32|bf16]` writes a d24-shaped random-weight VARSR .pth (no optimizer,
 var_wo_ddp and vae_local in one trainer dict) for the memory test; a throwaway, never commit it.
@@ -36,7 +39,7 @@ import torch
 from .config import ModelConfig, d24
 from .golden import randomize_transformer, randomize_vqvae
 from .model import AlignVAR
-from .refiner import DiffLoss, SimpleMLPAdaLN, refine, refiner_noise, STEPS
+from .refiner import DiffLoss, SimpleMLPAdaLN, refine_f_hat, refiner_noise, STEPS
 from .resample import preprocess_lr
 from .safetensors_io import save_file
 from .vqvae import VQVAE
@@ -175,42 +178,49 @@ def write_golden(path: str, varsr_path: str) -> None:
     rng = np.random.default_rng(SEED)
     lr_u8 = rng.integers(0, 256, (2, cfg.lr_size, cfg.lr_size, 3), dtype=np.uint8)
     lr_m11, up01, lr01 = preprocess_lr(lr_u8, cfg.hr_size)
-    seen = []
-    hook = var.head_nm.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().clone()))
-    try:
-        f_hat, _, inter = var.generate(vae, lr_m11, lr01, cfg_scale=CASE["cfg_scale"], top_k=CASE["top_k"],
-                                       top_p=CASE["top_p"], seed=CASE["seed"], image_keys=[0, 1],
-                                       return_intermediates=True, adain_src=up01)
-    finally:
-        hook.remove()
-    out = {"input.lr_u8": torch.from_numpy(lr_u8)}
-    for si, s in enumerate(inter["scales"]):
-        out[f"s{si}.idx"] = s["idx"].to(torch.int32).contiguous()
-        out[f"s{si}.f_hat"] = s["f_hat"].float().contiguous()
-    out["dec"] = inter["dec"].float().contiguous()
-    out["img_u8"] = inter["img_u8"].contiguous()
-    # Refiner (spec 6.2) on the same weights: z from the last scale's residual stream (both halves,
-    # the head_nm input) and the conditional half's tokens; then the sampler of refiner.refine.
     sd = tr["var_wo_ddp"]
     B, L, C, Cv = 2, cfg.grid * cfg.grid, cfg.width, cfg.cvae
     net = SimpleMLPAdaLN(Cv, C, REFINER_WIDTH, REFINER_BLOCKS).eval()
     net.load_state_dict({k[len("diffloss.net."):]: v.float() for k, v in sd.items() if k.startswith("diffloss.net.")})
     dec_norm = torch.nn.LayerNorm(C, eps=1e-6)
     dec_norm.load_state_dict({"weight": sd["decoder_norm.weight"].float(), "bias": sd["decoder_norm.bias"].float()})
-    h_last = seen[-1]  # [2B, L, C]
-    idx9 = inter["scales"][-1]["idx"]  # [B, L]
-    emb = var.word_embed(vae.quantize.embedding.weight[idx9])  # [B, L, C]
-    z = dec_norm(h_last + emb.repeat(2, 1, 1)).reshape(2 * B * L, C)
-    refined, steps = refine(net, z, seed=CASE["seed"], image_keys=[0, 1], tokens=L, return_steps=True)
+
+    def run(cfg_scale):
+        seen = []
+        hook = var.head_nm.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().clone()))
+        try:
+            f_hat, _, inter = var.generate(vae, lr_m11, lr01, cfg_scale=cfg_scale, top_k=CASE["top_k"],
+                                           top_p=CASE["top_p"], seed=CASE["seed"], image_keys=[0, 1],
+                                           return_intermediates=True, adain_src=up01)
+        finally:
+            hook.remove()
+        # The refiner (spec 6.2) on the same weights: z from the last scale's residual stream (both
+        # halves, the head_nm input) and the conditional half's tokens; guidance w = cfg_scale.
+        f_ref, z, refined, steps = refine_f_hat(net, dec_norm, var.word_embed, vae.quantize.embedding.weight,
+                                                seen[-1], inter["scales"][-1]["idx"], f_hat, seed=CASE["seed"],
+                                                image_keys=[0, 1], cfg_scale=cfg_scale, return_steps=True)
+        return inter, f_ref, z, refined, steps
+
+    inter, f_ref, z, refined, steps = run(CASE["cfg_scale"])
+    out = {"input.lr_u8": torch.from_numpy(lr_u8)}
+    for si, s in enumerate(inter["scales"]):
+        out[f"s{si}.idx"] = s["idx"].to(torch.int32).contiguous()
+        out[f"s{si}.f_hat"] = s["f_hat"].float().contiguous()
+    out["dec"] = inter["dec"].float().contiguous()
+    out["img_u8"] = inter["img_u8"].contiguous()
     out["ref.z"] = z.contiguous()
     out["ref.noise"] = refiner_noise(CASE["seed"], [0, 1], STEPS, L, Cv)
     for st in steps:
         out[f"ref.n{st['n']}.eps"] = st["eps"].contiguous()
         out[f"ref.n{st['n']}.x"] = st["x"].contiguous()
     out["ref.refined"] = refined.contiguous()
-    f_ref = f_hat + refined.view(B, cfg.grid, cfg.grid, Cv).permute(0, 3, 1, 2)
     out["ref.f_hat"] = f_ref.contiguous()
     out["ref.dec"] = vae.decode(f_ref).float().contiguous()
+    inter0, f_ref0, _, refined0, _ = run(0.0)
+    out["nocfg.idx"] = inter0["scales"][-1]["idx"].to(torch.int32).contiguous()
+    out["nocfg.refined"] = refined0.contiguous()
+    out["nocfg.f_hat"] = f_ref0.contiguous()
+    out["nocfg.dec"] = vae.decode(f_ref0).float().contiguous()
     meta = {k: repr(v) if isinstance(v, float) else str(v) for k, v in CASE.items()}
     meta["patch_nums"] = ",".join(str(p) for p in cfg.patch_nums)
     save_file(out, path, meta)

@@ -4,8 +4,8 @@ Parameter names equal VARSR's state-dict keys under `diffloss.` (spec 8.2). Widt
 arguments so that tiny fixtures can use a small W; VARSR uses W = 1024 and 6 blocks.
 The schedule and the iDDPM sampler of spec 6.2 follow the network (`RefinerSchedule`,
 `refine`), with the project's departure: noise from Philox keyed by the seed (`refiner_noise`),
-not from a global RNG. The engine does not run the refiner yet (docs/decisions.md, "VARSR
-refiner"); this is the reference it will be checked against.
+not from a global RNG. `refine_f_hat` is the whole stage as the engine runs it (native/model/
+refiner.cc): z from the last scale, the sampler, f_hat + 0.6 x.
 """
 
 from __future__ import annotations
@@ -163,22 +163,24 @@ def refiner_noise(seed: int, image_keys: Sequence[int], n: int, tokens: int, cha
 @torch.no_grad()
 def refine(net: SimpleMLPAdaLN, z: torch.Tensor, seed: int, image_keys: Sequence[int], tokens: int,
            guidance: float = GUIDANCE, return_steps: bool = False):
-    """Spec 6.2's sampler. z [2 * B * tokens, C]: conditional rows, then the negative half.
+    """Spec 6.2's sampler. z [2 * B * tokens, C]: conditional rows, then the negative half; or
+    [B * tokens, C], the conditional rows alone (a run without guidance: eps = eps_cond).
 
     Returns the refined residual VAE_SCALE * x [B * tokens, Cv] (and per step x, eps when asked).
     Float64 schedule constants enter the fp32 arithmetic rounded to fp32.
     """
     sch = refiner_schedule()
-    rows = z.shape[0] // 2
+    rows = len(image_keys) * tokens
+    halves = z.shape[0] // rows
+    assert halves in (1, 2) and z.shape[0] == halves * rows, "z must hold 1 or 2 halves of B * tokens rows"
     cv = net.input_proj.in_features
     x = refiner_noise(seed, image_keys, STEPS, tokens, cv)
     steps = []
     for n in range(STEPS - 1, -1, -1):
-        t = torch.full((2 * rows,), sch.timesteps[n], dtype=torch.long)
-        o = net(torch.cat([x, x]), t, z)
-        eps_c, eps_n = o[:rows, :cv], o[rows:, :cv]
-        v = o[:rows, cv:]
-        eps = (1 + guidance) * eps_c - guidance * eps_n
+        t = torch.full((halves * rows,), sch.timesteps[n], dtype=torch.long)
+        o = net(torch.cat([x] * halves), t, z)
+        eps_c, v = o[:rows, :cv], o[:rows, cv:]
+        eps = (1 + guidance) * eps_c - guidance * o[rows:, :cv] if halves == 2 else eps_c
         x0 = (math.sqrt(1 / sch.abar[n]) * x - math.sqrt(1 / sch.abar[n] - 1) * eps).clamp(-1, 1)
         mean = sch.coef1[n] * x0 + sch.coef2[n] * x
         frac = (v + 1) / 2
@@ -187,3 +189,28 @@ def refine(net: SimpleMLPAdaLN, z: torch.Tensor, seed: int, image_keys: Sequence
         steps.append({"n": n, "eps": eps.clone(), "x": x.clone()})
     out = VAE_SCALE * x
     return (out, steps) if return_steps else out
+
+
+@torch.no_grad()
+def refine_f_hat(net: SimpleMLPAdaLN, decoder_norm: nn.LayerNorm, word_embed: nn.Module, codebook: torch.Tensor,
+                 h_last: torch.Tensor, idx_last: torch.Tensor, f_hat: torch.Tensor, seed: int,
+                 image_keys: Sequence[int], cfg_scale: float, return_steps: bool = False):
+    """The refiner stage (spec 6.2) on a finished generation.
+
+    h_last [H * B, L, C]: the residual stream after the last scale (the head_nm input), H = 2
+    halves under guidance, else 1; idx_last [B, L] the conditional half's last-scale tokens;
+    f_hat [B, Cv, G, G]. z = decoder_norm(h_last + word_embed(E[idx_last])) for every half;
+    guidance w = the last scale's t = cfg_scale (0: the conditional half alone).
+    Returns (f_hat + 0.6 x, z, refined [B * L, Cv], steps).
+    """
+    B, L = idx_last.shape
+    halves = h_last.shape[0] // B
+    if cfg_scale == 0 and halves == 2:
+        h_last, halves = h_last[:B], 1
+    emb = word_embed(codebook[idx_last])                                   # [B, L, C]
+    z = decoder_norm(h_last + emb.repeat(halves, 1, 1)).reshape(halves * B * L, -1)
+    refined, steps = refine(net, z, seed=seed, image_keys=image_keys, tokens=L, guidance=cfg_scale,
+                            return_steps=True)
+    G = f_hat.shape[-1]
+    out = f_hat + refined.view(B, G, G, -1).permute(0, 3, 1, 2)
+    return (out, z, refined, steps) if return_steps else out
