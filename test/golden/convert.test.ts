@@ -15,11 +15,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { convertCheckpoint } from '../../src/convert/index.js';
 import { Engine } from '../../src/engine.js';
-import { inspectModel } from '../../src/upscaler.js';
+import { createUpscaler, inspectModel } from '../../src/upscaler.js';
 import { runScales } from '../../src/model/generate.js';
 import { SafetensorsFile } from '../../src/weights/safetensors.js';
 import { maxAbs, relErr } from '../helpers/index.js';
@@ -209,5 +210,30 @@ describe('converted VARSR .pth matches the reference (tiny config, CPU, f32)', (
     } finally {
       await Promise.all([on.dispose(), off.dispose(), none.dispose()]);
     }
+  });
+
+  it('the upscaler runs the refiner by default and skips it with refiner: false', async () => {
+    const model = join(tmp, 'up-ref.safetensors');
+    await convertCheckpoint({ var: `${DIR}varsr-tiny.pth`, out: model });
+    const input = await sharp(Buffer.from(Uint8Array.from({ length: 5 * 3 * 3 }, (_, i) => (i * 37) % 251)), {
+      raw: { width: 5, height: 3, channels: 3 },
+    })
+      .png()
+      .toBuffer();
+    const out = async (refiner: boolean | undefined) => {
+      const up = await createUpscaler({ model, device: 'cpu', refiner, cfg: 2 });
+      try {
+        expect(up.options.refiner).toBe(refiner ?? true);
+        return (await up.upscale(input, { raw: true })).data;
+      } finally {
+        await up.dispose();
+      }
+    };
+    const on = await out(undefined);
+    const again = await out(true);
+    const off = await out(false);
+    expect(on.length).toBe(20 * 12 * 3);
+    expect(Buffer.compare(on, again)).toBe(0); // Philox noise: reproducible
+    expect(Buffer.compare(on, off)).not.toBe(0);
   });
 });

@@ -47,3 +47,38 @@ def test_refine_final_step_is_clamped_x0():
     out, steps = refine(net, z, seed=1, image_keys=[0, 1], tokens=3, return_steps=True)
     assert out.shape == (6, 4) and [s["n"] for s in steps] == list(range(9, -1, -1))
     assert out.abs().max().item() <= 0.6 + 1e-6
+
+
+def test_refine_without_guidance_uses_the_conditional_half_alone():
+    torch.manual_seed(1)
+    net = SimpleMLPAdaLN(4, 8, 16, 2).eval()
+    z = torch.randn(2 * 2 * 3, 8)
+    # One half: eps = eps_cond; equals the two-half sampler at guidance 0 on the same rows.
+    one = refine(net, z[:6], seed=3, image_keys=[0, 1], tokens=3, guidance=0.0)
+    two = refine(net, z, seed=3, image_keys=[0, 1], tokens=3, guidance=0.0)
+    assert torch.allclose(one, two, atol=1e-6)
+    assert not torch.allclose(two, refine(net, z, seed=3, image_keys=[0, 1], tokens=3, guidance=2.0), atol=1e-3)
+
+
+def test_refine_f_hat_adds_the_refined_residual_token_major():
+    from avtrain.refiner import refine_f_hat
+
+    torch.manual_seed(2)
+    B, G, C, Cv = 2, 2, 8, 4
+    net = SimpleMLPAdaLN(Cv, C, 16, 2).eval()
+    norm = torch.nn.LayerNorm(C, eps=1e-6)
+    word = torch.nn.Linear(Cv, C)
+    codebook = torch.randn(5, Cv)
+    h_last = torch.randn(2 * B, G * G, C)
+    idx = torch.randint(0, 5, (B, G * G))
+    f_hat = torch.randn(B, Cv, G, G)
+    out, z, refined, steps = refine_f_hat(net, norm, word, codebook, h_last, idx, f_hat, seed=0,
+                                          image_keys=[0, 1], cfg_scale=2.0, return_steps=True)
+    assert z.shape == (2 * B * G * G, C) and len(steps) == 10
+    # token l = r * G + c of image b lands at f_hat[b, :, r, c]
+    d = out - f_hat
+    assert torch.allclose(d[1, :, 1, 0], refined[1 * G * G + 1 * G + 0], atol=1e-7)
+    # cfg 0 drops the negative half: z has B * L rows
+    _, z0, _, _ = refine_f_hat(net, norm, word, codebook, h_last, idx, f_hat, seed=0, image_keys=[0, 1],
+                               cfg_scale=0.0, return_steps=True)
+    assert z0.shape == (B * G * G, C)
