@@ -67,11 +67,15 @@ inline av_status av_conv(av_backend& be, const av_tensor& x, const av_tensor& w,
     return av_compute(be, AV_OP_CONV2D, p);
 }
 
-// y = LN(x) * (1 + scale) + shift over the last axis; scale/shift [G, C] row-group broadcast.
+// y = (LN(x) * weight + bias) * (1 + scale) + shift over the last axis; scale/shift [G, C]
+// row-group broadcast; weight/bias [C] optional (absent: no affine).
 inline av_status av_layernorm(av_backend& be, const av_tensor& x, const av_tensor& y, const av_tensor& scale,
-                              const av_tensor& shift, int64_t rows_per_group, float eps = 1e-6f) {
+                              const av_tensor& shift, int64_t rows_per_group, float eps = 1e-6f,
+                              const av_tensor& weight = av_tensor(), const av_tensor& bias = av_tensor()) {
     av_layernorm_params p;
     p.x = x;
+    p.weight = weight;
+    p.bias = bias;
     p.y = y;
     p.scale = scale;
     p.shift = shift;

@@ -78,18 +78,10 @@ av_status lin_rows(av_backend& be, const av_tensor& x, const av_tensor& w, const
 av_tensor chunk_w(const av_tensor& w, int64_t j, int64_t W) { return av_view(av_at(w, j * W * W), {W, W}, w.dtype); }
 av_tensor chunk_b(const av_tensor& b, int64_t j, int64_t W) { return av_view(av_at(b, j * W), {W}); }
 
+// (LN(x) * w + b) * (1 + scale) + shift per row (scale/shift [M, W], one row each), eps 1e-6.
 av_status layernorm(av_backend& be, const av_tensor& x, const av_tensor& w, const av_tensor& b,
                     const av_tensor& scale, const av_tensor& shift, const av_tensor& y) {
-    av_layernorm_params p;
-    p.x = x;
-    p.weight = w;
-    p.bias = b;
-    p.scale = scale;
-    p.shift = shift;
-    p.y = y;
-    p.eps = 1e-6f;
-    p.rows_per_group = 1;
-    return av_compute(be, AV_OP_LAYERNORM, p);
+    return av_layernorm(be, x, y, scale, shift, /*rows_per_group=*/1, 1e-6f, w, b);
 }
 
 }  // namespace

@@ -53,7 +53,8 @@ export type OpName =
   | 'vq_nearest'
   | 'upsample_accum'
   | 'sample'
-  | 'copy';
+  | 'copy'
+  | 'diffusion_step';
 
 /** Op parameters: keys equal the C++ field names of the op's params struct. */
 export type OpParams = Record<string, NativeTensor | number | bigint | undefined>;

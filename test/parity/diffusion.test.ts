@@ -11,33 +11,9 @@ import { describe, expect, it } from 'vitest';
 
 import type { OpParams } from '../../src/binding/types.js';
 import { addon, availableBackends, maxAbs, randn, rng } from '../helpers/index.js';
+import { philox4x32_10, philoxKey } from '../helpers/philox.js';
 
 const backends = availableBackends();
-
-const M0 = 0xd2511f53n;
-const M1 = 0xcd9e8d57n;
-const W0 = 0x9e3779b9;
-const W1 = 0xbb67ae85;
-
-function philox(ctr: readonly number[], seed: bigint): number[] {
-  let [c0, c1, c2, c3] = ctr.map((v) => v >>> 0) as [number, number, number, number];
-  let k0 = Number(seed & 0xffffffffn);
-  let k1 = Number((seed >> 32n) & 0xffffffffn);
-  const mulhilo = (m: bigint, a: number): [number, number] => {
-    const p = m * BigInt(a >>> 0);
-    return [Number(p >> 32n), Number(p & 0xffffffffn)];
-  };
-  for (let r = 0; r < 10; r++) {
-    if (r > 0) {
-      k0 = (k0 + W0) >>> 0;
-      k1 = (k1 + W1) >>> 0;
-    }
-    const [hi0, lo0] = mulhilo(M0, c0);
-    const [hi1, lo1] = mulhilo(M1, c2);
-    [c0, c1, c2, c3] = [(hi1 ^ c1 ^ k0) >>> 0, lo1, (hi0 ^ c3 ^ k1) >>> 0, lo0];
-  }
-  return [c0, c1, c2, c3];
-}
 
 /** The op's noise [B*L, Cv] for image keys, a stream and a seed. */
 function noise(keys: readonly number[], L: number, Cv: number, stream: number, seed: bigint): Float32Array {
@@ -45,7 +21,7 @@ function noise(keys: readonly number[], L: number, Cv: number, stream: number, s
   keys.forEach((key, b) => {
     for (let l = 0; l < L; l++)
       for (let q = 0; q < Cv / 2; q++) {
-        const w = philox([key, stream, l, q], seed);
+        const w = philox4x32_10([key, stream, l, q], philoxKey(seed));
         const u1 = ((w[0]! >>> 8) + 1) * 2 ** -24;
         const u2 = (w[1]! >>> 8) * 2 ** -24;
         const r = Math.sqrt(-2 * Math.log(u1));
@@ -102,7 +78,7 @@ function reference(
 }
 
 // One mid-schedule step (n = 4 of spec 6.2's respaced cosine schedule, rounded to fp32).
-const K: Consts = {
+const K = {
   w: 2.5,
   c_x: 1.6552,
   c_eps: 1.3018,
@@ -122,10 +98,10 @@ describe.each(backends)('diffusion_step on %s', (backend) => {
   const x0 = randn(B * L * Cv, r);
   const o2 = randn(2 * B * L * 2 * Cv, r, 0.8);
 
-  async function op(params: Partial<OpParams> & { x: Float32Array }, eps?: Float32Array) {
+  async function op(x: Float32Array, params: OpParams, eps?: Float32Array) {
     const p: OpParams = {
       ...params,
-      x: { data: params.x, shape: [B * L, Cv] },
+      x: { data: x, shape: [B * L, Cv] },
       image_key: { data: Int32Array.from(keys), shape: [B], dtype: 'i32' },
       tokens: L,
       seed,
@@ -136,7 +112,7 @@ describe.each(backends)('diffusion_step on %s', (backend) => {
 
   it('init draws the keyed Philox Gaussians, and nothing else', async () => {
     const x = new Float32Array(B * L * Cv).fill(7);
-    await op({ x, init: 1, stream: 0x10a });
+    await op(x, { init: 1, stream: 0x10a });
     expect(maxAbs(x, noise(keys, L, Cv, 0x10a, seed))).toBeLessThan(1e-6);
     expect(Math.abs(x.reduce((a, v) => a + v, 0) / x.length)).toBeLessThan(0.5);
   });
@@ -144,7 +120,7 @@ describe.each(backends)('diffusion_step on %s', (backend) => {
   it('a guided step with noise (two halves) matches the fp32 reference, eps_out included', async () => {
     const x = x0.slice();
     const eps = new Float32Array(x.length);
-    await op({ x, o: { data: o2, shape: [2 * B * L, 2 * Cv] }, halves: 2, noise: 1, stream: 0x104, ...K }, eps);
+    await op(x, { o: { data: o2, shape: [2 * B * L, 2 * Cv] }, halves: 2, noise: 1, stream: 0x104, ...K }, eps);
     const ref = reference(x0, o2, noise(keys, L, Cv, 0x104, seed), Cv, 2, true, K);
     expect(maxAbs(x, ref.x)).toBeLessThan(1e-5);
     expect(maxAbs(eps, ref.eps)).toBeLessThan(1e-5);
@@ -155,7 +131,7 @@ describe.each(backends)('diffusion_step on %s', (backend) => {
     const o1 = o2.subarray(0, B * L * 2 * Cv).slice();
     const x = x0.slice();
     const eps = new Float32Array(x.length);
-    await op({ x, o: { data: o1, shape: [B * L, 2 * Cv] }, halves: 1, noise: 0, stream: 0x100, ...K }, eps);
+    await op(x, { o: { data: o1, shape: [B * L, 2 * Cv] }, halves: 1, noise: 0, stream: 0x100, ...K }, eps);
     const ref = reference(x0, o1, new Float32Array(x.length), Cv, 1, false, K);
     expect(maxAbs(x, ref.x)).toBeLessThan(1e-5);
     for (let rr = 0; rr < B * L; rr++) for (let c = 0; c < Cv; c++) expect(eps[rr * Cv + c]).toBe(o1[rr * 2 * Cv + c]);
@@ -172,7 +148,7 @@ describe.each(backends)('diffusion_step on %s', (backend) => {
       stream: 0x10a,
     });
     const all = new Float32Array(B * L * Cv);
-    await op({ x: all, init: 1, stream: 0x10a });
+    await op(all, { init: 1, stream: 0x10a });
     expect(Array.from(one)).toEqual(Array.from(all.subarray(2 * L * Cv)));
   });
 
@@ -186,7 +162,7 @@ describe.each(backends)('diffusion_step on %s', (backend) => {
         init: 1,
       }),
     ).rejects.toThrow('diffusion_step: the channel count Cv = 5 must be even');
-    await expect(op({ x: x0.slice(), o: { data: o2, shape: [2 * B * L, 2 * Cv] }, halves: 1 })).rejects.toThrow(
+    await expect(op(x0.slice(), { o: { data: o2, shape: [2 * B * L, 2 * Cv] }, halves: 1 })).rejects.toThrow(
       `diffusion_step: o [1, 1, ${2 * B * L}, ${2 * Cv}] must be [halves * N, 2 * Cv] = [${B * L}, ${2 * Cv}]`,
     );
     await expect(

@@ -9,40 +9,15 @@ import { describe, expect, it } from 'vitest';
 
 import type { OpParams } from '../../src/binding/types.js';
 import { addon, availableBackends, randn, rng } from '../helpers/index.js';
+import { philox4x32_10, philoxKey } from '../helpers/philox.js';
 
 const backends = availableBackends();
 
 // ---- Philox4x32-10 (Salmon et al. SC'11; Random123 philox.h) ------------------------------
 
-const M0 = 0xd2511f53n;
-const M1 = 0xcd9e8d57n;
-const W0 = 0x9e3779b9;
-const W1 = 0xbb67ae85;
-
-function mulhilo(m: bigint, a: number): [number, number] {
-  const p = m * BigInt(a >>> 0);
-  return [Number(p >> 32n), Number(p & 0xffffffffn)];
-}
-
-function philox4x32_10(ctr: readonly number[], key: readonly number[]): number[] {
-  let [c0, c1, c2, c3] = ctr.map((v) => v >>> 0) as [number, number, number, number];
-  let k0 = key[0]! >>> 0;
-  let k1 = key[1]! >>> 0;
-  for (let r = 0; r < 10; r++) {
-    if (r > 0) {
-      k0 = (k0 + W0) >>> 0;
-      k1 = (k1 + W1) >>> 0;
-    }
-    const [hi0, lo0] = mulhilo(M0, c0);
-    const [hi1, lo1] = mulhilo(M1, c2);
-    [c0, c1, c2, c3] = [(hi1 ^ c1 ^ k0) >>> 0, lo1, (hi0 ^ c3 ^ k1) >>> 0, lo0];
-  }
-  return [c0, c1, c2, c3];
-}
-
 /** First output word for key = seed (low, high words) and counter (imageKey, scale, position, 0). */
 function philoxWord(seed: bigint, imageKey: number, scale: number, position: number): number {
-  const key = [Number(seed & 0xffffffffn), Number((seed >> 32n) & 0xffffffffn)];
+  const key = philoxKey(seed);
   return philox4x32_10([imageKey >>> 0, scale >>> 0, position >>> 0, 0], key)[0]!;
 }
 
@@ -54,7 +29,11 @@ function philoxUniform(seed: bigint, imageKey: number, scale: number, position: 
 describe('Philox4x32-10 reference', () => {
   // Random123 kat_vectors, "philox4x32 10" lines: counter, key, expected output.
   it.each([
-    [[0, 0, 0, 0], [0, 0], [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]],
+    [
+      [0, 0, 0, 0],
+      [0, 0],
+      [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8],
+    ],
     [
       [0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff],
       [0xffffffff, 0xffffffff],
@@ -171,7 +150,15 @@ describe.each(backends)('sample on %s', (backend) => {
     // cfg: G = (1+t) Zc - t Zn. Zc alone prefers 1; the guided row prefers 3 (and ties 3 vs 5).
     const zc = [0, 2, 1, 1.5, 0, 1.5];
     const zn = [0, 3, 1, 0, 0, 0];
-    const cfg = await sample(backend, { logits: Float32Array.from([...zc, ...zn]), B: 1, L: 1, V: 6, topK: 1, cfg: 1, t: 2 });
+    const cfg = await sample(backend, {
+      logits: Float32Array.from([...zc, ...zn]),
+      B: 1,
+      L: 1,
+      V: 6,
+      topK: 1,
+      cfg: 1,
+      t: 2,
+    });
     // G = 3 zc - 2 zn = [0, 0, 1, 4.5, 0, 4.5]
     expect(Array.from(cfg)).toEqual([3]);
   });
@@ -195,10 +182,25 @@ describe.each(backends)('sample on %s', (backend) => {
     { name: 'top-p 0.75', run: { B: 1, L: 300, V: 40, topK: 0, topP: 0.75, seed: 99n, scale: 5, keys: [3] }, std: 2 },
     {
       name: 'cfg t=1.5, top-k 10, top-p 0.5, 64-bit seed',
-      run: { B: 2, L: 200, V: 64, cfg: 1, t: 1.5, topK: 10, topP: 0.5, seed: 0xdeadbeef12345678n, scale: 9, keys: [11, -1] },
+      run: {
+        B: 2,
+        L: 200,
+        V: 64,
+        cfg: 1,
+        t: 1.5,
+        topK: 10,
+        topP: 0.5,
+        seed: 0xdeadbeef12345678n,
+        scale: 9,
+        keys: [11, -1],
+      },
       std: 1,
     },
-    { name: 'V 4096, top-k 600, top-p 0.9', run: { B: 1, L: 24, V: 4096, topK: 600, topP: 0.9, seed: 5n, scale: 8, keys: [2] }, std: 3 },
+    {
+      name: 'V 4096, top-k 600, top-p 0.9',
+      run: { B: 1, L: 24, V: 4096, topK: 600, topP: 0.9, seed: 5n, scale: 8, keys: [2] },
+      std: 3,
+    },
   ];
 
   it.each(EXACT)('$name: every position draws the float64 reference index for its Philox u', async ({ run, std }) => {
@@ -293,7 +295,11 @@ describe.each(backends)('sample on %s', (backend) => {
       addon._ops(backend, 'sample', { logits: { data: logits, shape: [3, L, V] }, idx, cfg: 1, top_k: 1 }),
     ).rejects.toThrow(/R = 3 rows but cfg needs 2B = 4/);
     await expect(
-      addon._ops(backend, 'sample', { logits: { data: logits.subarray(0, 2 * L * V), shape: [2, L, V] }, idx, top_k: 0 }),
+      addon._ops(backend, 'sample', {
+        logits: { data: logits.subarray(0, 2 * L * V), shape: [2, L, V] },
+        idx,
+        top_k: 0,
+      }),
     ).rejects.toThrow(/image_key must be i32 \[B\] with B = 2/);
     await expect(
       addon._ops(backend, 'sample', {
