@@ -88,6 +88,7 @@ export function nativeConfig(cfg: ModelConfig, schedule: Schedule): NativeModelC
     quant_resi: cfg.quantResi,
     rope_base: cfg.ropeBase,
     sca: cfg.sca,
+    decoder_lr: cfg.decoderLr ?? false,
     rope: ropeTable(schedule),
     phi_index: Int32Array.from(schedule.steps.map((s) => s.phi)),
   };

@@ -29,6 +29,8 @@ struct av_model_config {
     float quant_resi = 0.5f;
     float rope_base = 10000.0f;
     bool sca = false;
+    // LR-conditioned decoder (metadata decoder_lr; training/avtrain/config.py ModelConfig.decoder_lr).
+    bool decoder_lr = false;
     // VARSR's diffusion refiner (spec 6.1): its width W and block count; 0 = not run (absent
     // from the file, an AlignVAR model, or turned off by the caller).
     int64_t refiner_width = 0;

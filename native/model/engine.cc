@@ -96,7 +96,7 @@ size_t av_engine::state_bytes() const {
     for (const auto& b : kv_k_) s += b.bytes();
     for (const auto& b : kv_v_) s += b.bytes();
     for (const av_buffer* b : {&x_, &h_, &qkv_, &q_, &o_, &ff_, &logits_, &idx_, &keys_, &f_hat_, &codes_, &next_,
-                               &key_bias_, &masks_, &dec_attn_, &dec_out_, &dec_act_[0], &dec_act_[1], &dec_act_[2]})
+                               &key_bias_, &masks_, &dec_attn_, &dec_out_, &dec_act_[0], &dec_act_[1], &dec_act_[2], &dec_base_, &dec_lr_})
         s += b->bytes();
     for (const av_buffer* b : {&ref_z_, &ref_c_, &ref_sy_, &ref_a_, &ref_h_, &ref_t_, &ref_shift_, &ref_scale_, &ref_gate_,
                                &ref_xin_, &ref_o_, &ref_x_, &ref_eps_, &ref_temb_})
@@ -245,6 +245,10 @@ av_status av_engine::resolve_weights() {
         if (l != 0) {
             AV_TRY(get("decoder.up." + std::to_string(l) + ".upsample.conv.weight", &lv.up_w));
             AV_TRY(get("decoder.up." + std::to_string(l) + ".upsample.conv.bias", &lv.up_b));
+        }
+        if (c.decoder_lr) {
+            AV_TRY(get("decoder.lr_in." + std::to_string(l) + ".weight", &lv.lr_w));
+            AV_TRY(get("decoder.lr_in." + std::to_string(l) + ".bias", &lv.lr_b));
         }
     }
     AV_TRY(get("decoder.norm_out.weight", &dec_.norm_out_w));
@@ -431,6 +435,7 @@ av_status av_engine::check_support() {
         for (const auto& r : lv.blocks) res(r);
         for (const auto& a : lv.attns) attn(a);
         if (av_tensor_present(lv.up_w)) add(AV_OP_CONV2D, lv.up_w);
+        if (av_tensor_present(lv.lr_w)) add(AV_OP_CONV2D, lv.lr_w);
     }
     if (ref_.width > 0) {
         need.insert({AV_OP_DIFFUSION_STEP, AV_F32});
@@ -633,16 +638,28 @@ av_status av_engine::decode(const av_decode_args& a, std::vector<uint8_t>* rgb) 
         for (auto& b : dec_act_) AV_TRY(b.alloc(be_.get(), static_cast<size_t>(act) * sizeof(float)));
         AV_TRY(dec_attn_.alloc(be_.get(), static_cast<size_t>(av_decoder_attn_floats(dec_, 1)) * sizeof(float)));
         AV_TRY(dec_out_.alloc(be_.get(), static_cast<size_t>(3 * S * S) * sizeof(float)));
+        if (cfg_.decoder_lr) {
+            AV_TRY(dec_base_.alloc(be_.get(), static_cast<size_t>(3 * S * S) * sizeof(float)));
+            AV_TRY(dec_lr_.alloc(be_.get(), static_cast<size_t>(3 * (S / 2) * (S / 2)) * sizeof(float)));
+        }
     }
     av_decoder_ws ws;
     for (int i = 0; i < 3; ++i) ws.act[i] = dec_act_[i].data();
     ws.attn = dec_attn_.data();
+    ws.lr = dec_lr_.data();
     rgb->assign(static_cast<size_t>(B * S * S * 3), 0);
     dbg_decoded_.clear();
     std::vector<float> out;
     for (int64_t b = 0; b < B; ++b) {
         const av_tensor f = av_view(av_at(f_hat_.data(), b * Cv * G2), {1, Cv, cfg_.grid, cfg_.grid});
-        AV_TRY(av_decoder_forward(*be_, dec_, f, 1, ws, av_view(dec_out_.data(), {1, 3, S, S})));
+        av_tensor base;
+        if (cfg_.decoder_lr) {  // base = 2 up01 - 1 in fp32, as the reference's residual_base
+            std::vector<float> hb(up01_.begin() + b * 3 * S * S, up01_.begin() + (b + 1) * 3 * S * S);
+            for (float& v : hb) v = v * 2.0f - 1.0f;
+            AV_TRY(be_->upload(dec_base_.data(), hb.data(), hb.size() * sizeof(float)));
+            base = av_view(dec_base_.data(), {1, 3, S, S});
+        }
+        AV_TRY(av_decoder_forward(*be_, dec_, f, 1, ws, av_view(dec_out_.data(), {1, 3, S, S}), base));
         AV_TRY(download_f32(dec_out_.data(), 3 * S * S, &out));
         if (run_.debug) dbg_decoded_.insert(dbg_decoded_.end(), out.begin(), out.end());
         if (a.residual_scale > 0.0f) {  // residual latent: add the upsampled LR back (fp32, as the reference)

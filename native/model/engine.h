@@ -112,7 +112,7 @@ private:
     av_buffer x_, h_, qkv_, q_, o_, ff_, logits_, idx_, keys_, f_hat_, codes_, next_, key_bias_, masks_;
     std::vector<int64_t> mask_off_;  // per level: element offset in masks_ (level-major [B, n^2] blocks)
     std::vector<float> up01_;        // [B, 3, S, S] AdaIN source (host)
-    av_buffer dec_act_[3], dec_attn_, dec_out_;
+    av_buffer dec_act_[3], dec_attn_, dec_out_, dec_base_, dec_lr_;
 
     // The refiner: weights (width 0 = none), per-row scratch for rows = halves * B * G^2.
     av_refiner_w ref_;

@@ -104,7 +104,7 @@ int64_t av_decoder_attn_floats(const av_decoder_w& w, int64_t nb) {
 }
 
 av_status av_decoder_forward(av_backend& be, const av_decoder_w& w, const av_tensor& f_hat, int64_t nb,
-                             const av_decoder_ws& ws, const av_tensor& out) {
+                             const av_decoder_ws& ws, const av_tensor& out, const av_tensor& base) {
     dec_ctx c{be, ws, nb};
     int64_t r = w.grid;
     const int64_t Cv = w.cvae, Ctop = w.mid1.cin;
@@ -119,6 +119,19 @@ av_status av_decoder_forward(av_backend& be, const av_decoder_w& w, const av_ten
     int64_t ch = Ctop;
     for (int64_t l = static_cast<int64_t>(w.levels.size()) - 1; l >= 0; --l) {
         const auto& lv = w.levels[l];
+        if (av_tensor_present(lv.lr_w)) {
+            // h += lr_in_l(area_down(base, r))                                    // [nb, ch, r, r]
+            AV_CHECK(av_tensor_present(base), "decoder: an LR-conditioned decoder needs the base image");
+            const int64_t S = base.ne[0];
+            av_tensor b = av_view(base.data, {nb, 3, S, S});
+            if (r != S) {
+                AV_TRY(av_resample(be, av_view(base.data, {nb * 3, S, S}), av_view(ws.lr, {nb * 3, r, r}),
+                                   AV_RESAMPLE_AREA));
+                b = av_view(ws.lr, {nb, 3, r, r});
+            }
+            const av_tensor h = av_view(ws.act[cur], {nb, ch, r, r});
+            AV_TRY(av_conv(be, b, lv.lr_w, lv.lr_b, h, 1, 1, AV_ACT_NONE, h));
+        }
         for (size_t b = 0; b < lv.blocks.size(); ++b) {
             AV_TRY(resblock(c, lv.blocks[b], &cur, r));
             ch = lv.blocks[b].cout;

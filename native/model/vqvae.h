@@ -31,6 +31,7 @@ struct av_decoder_w {
         std::vector<av_resblock_w> blocks;
         std::vector<av_attnblock_w> attns;  // empty or one per block
         av_tensor up_w, up_b;               // absent at level 0
+        av_tensor lr_w, lr_b;               // decoder.lr_in.<l> [c, 3, 3, 3] / [c]: decoder_lr only
     };
     std::vector<level> levels;  // index = level l (run from the last to 0)
     av_tensor norm_out_w, norm_out_b, conv_out_w, conv_out_b;
@@ -41,10 +42,13 @@ struct av_decoder_w {
 struct av_decoder_ws {
     void* act[3] = {nullptr, nullptr, nullptr};  // each av_decoder_act_floats
     void* attn = nullptr;                                  // av_decoder_attn_floats
+    void* lr = nullptr;  // decoder_lr: the base area-downsampled to a level, nb * 3 * (S/2)^2 floats
 };
 int64_t av_decoder_act_floats(const av_decoder_w& w, int64_t nb);
 int64_t av_decoder_attn_floats(const av_decoder_w& w, int64_t nb);
 
 // f_hat [nb, Cv, G, G] -> out [nb, 3, S, S]: decoder(post_quant_conv(f_hat)), before the clamp.
+// An LR-conditioned decoder (levels with lr_w; model metadata decoder_lr) also reads base
+// [nb, 3, S, S] = 2 up01 - 1: at the start of level l, h += lr_in_l(area_down(base, r_l)).
 av_status av_decoder_forward(av_backend& be, const av_decoder_w& w, const av_tensor& f_hat, int64_t nb,
-                             const av_decoder_ws& ws, const av_tensor& out);
+                             const av_decoder_ws& ws, const av_tensor& out, const av_tensor& base = av_tensor());

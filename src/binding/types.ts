@@ -107,6 +107,8 @@ export interface NativeModelConfig {
   rope: Float32Array;
   /** Phi conv index per scale (-1 at the last scale). */
   phi_index: Int32Array;
+  /** LR-conditioned decoder (metadata decoder_lr). */
+  decoder_lr?: boolean;
   /** VARSR refiner width W and block count (spec 6.1); 0 / absent: no refiner stage. */
   refiner_width?: number;
   refiner_blocks?: number;

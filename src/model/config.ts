@@ -75,6 +75,12 @@ export interface ModelConfig {
   latent?: 'image' | 'residual';
   /** Metadata `residual_scale` (only with latent "residual"; 1 when absent). */
   residualScale?: number;
+  /**
+   * Metadata `decoder_lr` = "1": the decoder also reads base = 2 * up01 - 1, adding
+   * `decoder.lr_in.<l>`(area_down(base)) at the start of each up level l (issue 11; not in the
+   * spec). Set only when true.
+   */
+  decoderLr?: boolean;
 }
 
 /** Shape and dtype of one stored tensor (what the safetensors reader exposes). */
@@ -205,7 +211,8 @@ const TEXT: MetadataKey<string> = { expected: 'a string', parse: (s) => s };
  *   `dtype`: "f32", "f16" or "bf16" (the storage dtype of the castable weights);
  * - `cfg` [0, 100] (the guidance default), `color_fix` "adain", "wavelet" or "none";
  *   `status`: any text (escape it before printing: src/text.ts `escapeControl`);
- * - `latent` "image" or "residual", `residual_scale` [1/64, 64] (only with latent "residual").
+ * - `latent` "image" or "residual", `residual_scale` [1/64, 64] (only with latent "residual");
+ * - `decoder_lr` "0" or "1": the LR-conditioned decoder (tensors `decoder.lr_in.<l>.*`).
  */
 export const METADATA_KEYS = Object.freeze({
   depth: intKey(1, 1000),
@@ -233,6 +240,7 @@ export const METADATA_KEYS = Object.freeze({
   status: TEXT,
   latent: choiceKey(['image', 'residual'] as const),
   residual_scale: floatKey(1 / 64, 64),
+  decoder_lr: BOOL,
 });
 
 /** The parsed values of the {@link METADATA_KEYS} a file states. */
@@ -490,6 +498,10 @@ export function expectedTensors(cfg: ModelConfig): ExpectedTensor[] {
   res('decoder.mid.block_2', blockIn, blockIn);
   for (let l = levels - 1; l >= 0; l--) {
     const blockOut = cfg.vqCh * mult[l]!;
+    if (cfg.decoderLr) {
+      add(`decoder.lr_in.${l}.weight`, blockIn, 3, 3, 3);
+      add(`decoder.lr_in.${l}.bias`, blockIn);
+    }
     for (let b = 0; b < cfg.vqNumRes + 1; b++) {
       res(`decoder.up.${l}.block.${b}`, blockIn, blockOut);
       blockIn = blockOut;
@@ -745,6 +757,7 @@ export function detectConfig(header: WeightsHeader, file: string): ModelConfig {
     lrSize: hrSize / 4,
     // only residual files carry the fields: an image-latent config is exactly what it was before
     ...(latent === 'residual' ? { latent, residualScale: meta.residual_scale ?? 1 } : {}),
+    ...(meta.decoder_lr ? { decoderLr: true } : {}),
   };
 
   const expected = expectedTensors(cfg);

@@ -20,7 +20,7 @@ PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 LATENTS = ("image", "residual")
 RESIDUAL_SCALE_RANGE = (1.0 / 64, 64.0)  # what the engine accepts in __metadata__ residual_scale
 # Fields written to __metadata__ only when they differ from these defaults.
-OPTIONAL_METADATA = {"latent": "image", "residual_scale": 1.0}
+OPTIONAL_METADATA = {"latent": "image", "residual_scale": 1.0, "decoder_lr": False}
 
 # Mask-generator sizes are fixed by spec 11.2 / 11.7 (not config values).
 SCA_LEVEL_EMBED_DIM = 8
@@ -55,6 +55,12 @@ class ModelConfig:
     # golden fixtures are unchanged.
     latent: str = "image"
     residual_scale: float = 1.0
+    # LR-conditioned decoder (issue 11; a project option, not in the spec). With decoder_lr the
+    # decoder also reads base = 2 * up01 - 1: at the start of each up level l, at that level's
+    # resolution r_l = S / 2^l, h += Conv(3, 3 -> c_l, p1)(area_down(base, r_l)) (weights
+    # decoder.lr_in.<l>.*; c_l = the channels entering level l). Tokens then carry detail only;
+    # the structure and the denoising can come from the LR. Off by default (spec 7).
+    decoder_lr: bool = False
 
     def __post_init__(self) -> None:
         self.vq_ch_mult = tuple(int(v) for v in self.vq_ch_mult)

@@ -233,6 +233,7 @@ def _generate(out_dir: str) -> Dict[str, str]:
             meta[f"{tag}.{k}"] = repr(v) if isinstance(v, float) else str(v)
     save_file(tensors, paths["golden.safetensors"], meta)
     paths["golden-residual.safetensors"] = residual_golden(out_dir, lr_u8)
+    paths["golden-declr.safetensors"] = declr_golden(out_dir, lr_u8)
     return paths
 
 
@@ -251,6 +252,35 @@ def residual_golden(out_dir: str, lr_u8: np.ndarray) -> str:
     tensors = {"r.img_u8": out["r.img_u8"]}  # the decoder output is golden.safetensors a.dec
     meta = {**RESIDUAL_META, **{f"r.{k}": (repr(v) if isinstance(v, float) else str(v)) for k, v in CASE_A.items()}}
     path = os.path.join(out_dir, "golden-residual.safetensors")
+    save_file(tensors, path, meta)
+    return path
+
+
+DECLR_META = {**RESIDUAL_META, "decoder_lr": "1"}
+
+
+def declr_golden(out_dir: str, lr_u8: np.ndarray) -> str:
+    """golden-declr.safetensors: tiny-model.safetensors as a residual-latent model with an
+    LR-conditioned decoder (DECLR_META; config.decoder_lr), its decoder.lr_in.<l> weights drawn
+    here (N(0, 0.05^2), seeded) and stored in the file; run as case a. Holds those weights, d.dec
+    (the decoder output [B, 3, S, S]) and d.img_u8 (clamp(base + 0.25 * decoder), no colour fix)."""
+    var, vae, cfg = load_model(os.path.join(out_dir, "tiny-model.safetensors"))
+    dcfg = cfg.replace(latent="residual", residual_scale=float(DECLR_META["residual_scale"]), decoder_lr=True)
+    vae_d = VQVAE(dcfg, with_encoder=False).eval()
+    missing, unexpected = vae_d.load_state_dict(vae.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("decoder.lr_in.") for k in missing), (missing, unexpected)
+    g = torch.Generator().manual_seed(SEED + 11)
+    lr_in = {}
+    with torch.no_grad():
+        for name, p in vae_d.decoder.lr_in.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+            lr_in[f"decoder.lr_in.{name}"] = p.detach().clone().contiguous()
+    var.cfg = dcfg
+    lr_m11, up01, lr01 = preprocess_lr(lr_u8, cfg.hr_size)
+    out, _ = _case("d", var, vae_d, lr_m11, up01, lr01, CASE_A, per_scale_f_hat=False, images=True)
+    tensors = {**lr_in, "d.dec": out["d.dec"], "d.img_u8": out["d.img_u8"]}
+    meta = {**DECLR_META, **{f"d.{k}": (repr(v) if isinstance(v, float) else str(v)) for k, v in CASE_A.items()}}
+    path = os.path.join(out_dir, "golden-declr.safetensors")
     save_file(tensors, path, meta)
     return path
 

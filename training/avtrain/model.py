@@ -429,7 +429,7 @@ class AlignVAR(nn.Module):
             for blk in self.blocks:
                 blk.attn.kv_caching(False)
         if return_intermediates:
-            inter["dec"] = vqvae.decode(f_hat)
+            inter["dec"] = vqvae.decode(f_hat, adain_src)
             # residual latent: the image is base + residual_scale * decoder (adain_src is up01)
             inter["img_u8"] = to_uint8(compose_residual(cfg, inter["dec"], adain_src))
             if adain_src is not None:

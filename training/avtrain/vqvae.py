@@ -158,10 +158,24 @@ class Decoder(nn.Module):
         self.up = nn.ModuleList(ups)
         self.norm_out = _gn(block_in, device)
         self.conv_out = nn.Conv2d(block_in, 3, 3, 1, 1, device=device)
+        self.lr_in = None
+        if cfg.decoder_lr:  # ModelConfig.decoder_lr: channels entering each up level
+            cin = [ch * mult[lvl + 1] if lvl + 1 < len(mult) else ch * mult[-1] for lvl in range(len(mult))]
+            self.lr_in = nn.ModuleList([nn.Conv2d(3, c, 3, 1, 1, device=device) for c in cin])
+            for conv in self.lr_in:  # zero init: starts as the plain decoder
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
 
-    def forward(self, z):
+    def forward(self, z, base=None):
+        if self.lr_in is not None and base is None:
+            raise ValueError("an LR-conditioned decoder (decoder_lr) needs the base image")
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(self.conv_in(z))))
+        S = base.shape[-1] if base is not None else 0
         for lvl in reversed(range(self.num_resolutions)):
+            if self.lr_in is not None:
+                r = h.shape[-1]
+                b = base if r == S else F.adaptive_avg_pool2d(base, (r, r))
+                h = h + self.lr_in[lvl](b.to(h.dtype))
             for b in range(self.num_res_blocks + 1):
                 h = self.up[lvl].block[b](h)
                 if len(self.up[lvl].attn) > 0:
@@ -362,9 +376,11 @@ class VQVAE(nn.Module):
     def idx_to_var_input(self, idx_list: List[torch.Tensor]) -> torch.Tensor:
         return self.quantize.idx_to_var_input(idx_list)
 
-    def decode(self, f_hat: torch.Tensor) -> torch.Tensor:
-        """Decoder output before the clamp: decoder(post_quant_conv(f_hat))."""
-        return self.decoder(self.post_quant_conv(f_hat))
+    def decode(self, f_hat: torch.Tensor, up01: torch.Tensor = None) -> torch.Tensor:
+        """Decoder output before the clamp: decoder(post_quant_conv(f_hat)); an LR-conditioned
+        decoder (cfg.decoder_lr) also reads base = residual_base(up01)."""
+        base = residual_base(up01).to(f_hat.device) if self.cfg.decoder_lr else None
+        return self.decoder(self.post_quant_conv(f_hat), base)
 
     # ----- residual latent (config.latent == "residual"; see ModelConfig) -----
     def encoder_input(self, hr: torch.Tensor, up01: torch.Tensor) -> torch.Tensor:
@@ -377,7 +393,7 @@ class VQVAE(nn.Module):
     def output(self, f_hat: torch.Tensor, up01: torch.Tensor = None) -> torch.Tensor:
         """The output image in [-1, 1] units before the clamp: decode(f_hat) (latent "image"), or
         base + residual_scale * decode(f_hat) in fp32 (latent "residual", which needs up01)."""
-        dec = self.decode(f_hat)
+        dec = self.decode(f_hat, up01)
         return compose_residual(self.cfg, dec, up01)
 
     def f_hat_to_img(self, f_hat: torch.Tensor) -> torch.Tensor:
