@@ -8,6 +8,9 @@ import type { ExpectedTensor, ModelConfig } from './config.js';
 /** Sinusoid size of the refiner's timestep embedding (spec 6.1). */
 export const REFINER_FREQ_DIM = 256;
 
+/** Diffusion steps the refiner runs per token (spec 6.2; native AV_REFINER_STEPS). */
+export const REFINER_STEPS = 10;
+
 /** Refiner sizes read from its tensors (spec 6.1: W = 1024, 6 blocks for VARSR). */
 export interface RefinerDims {
   width: number;
