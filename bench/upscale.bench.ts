@@ -10,7 +10,14 @@
  * `small` and `small512` are random-weight models of those presets (training/avtrain/config.py),
  * written once to $TMPDIR/alignvar-bench/ by training/avtrain/random_model.py (needs
  * /usr/bin/python3 with torch; never commit them). Random weights cost the same as trained ones:
- * every shape is the real one and the draws keep activations O(1).
+ * every shape is the real one and the draws keep activations O(1). `varsr-tiny` is
+ * test/fixtures/pth/varsr-tiny.pth converted (f32, with its refiner: W 16, 2 blocks) to the
+ * same folder; a config ending in `.safetensors` is that model file (a converted VARSR.pth).
+ *
+ * A model that holds VARSR's diffusion refiner (spec 6) runs it, as upscaling does; its stage
+ * time (`onRefiner`, 10 steps over the last scale's tokens) is its own row next to the scales,
+ * with GFLOP from the cost model (src/bench/cost.ts refinerCost: what the engine runs), and
+ * decode is then the time after the refiner.
  *
  * The parent process spawns one child per (config, batch B) so that each child's peak RSS
  * (/proc/self/status VmHWM, plus process.memoryUsage().rss sampled every 20 ms) belongs to that
@@ -35,8 +42,9 @@ import Benchmark from 'benchmark';
 import sharp from 'sharp';
 
 import { loadAddon } from '../src/binding/load.js';
+import { convertCheckpoint } from '../src/convert/index.js';
 import { Engine } from '../src/engine.js';
-import { convCosts, stepCosts } from '../src/bench/cost.js';
+import { convCosts, refinerCost, stepCosts } from '../src/bench/cost.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '..');
@@ -55,6 +63,8 @@ interface ConfigSpec {
   path: string;
   /** Preset of training/avtrain/config.py to generate, when the file is made here. */
   preset?: string;
+  /** A .pth checkpoint to convert (with its refiner), when the file is made here. */
+  pth?: string;
   dtype: string;
 }
 
@@ -65,13 +75,29 @@ function configSpec(name: string): ConfigSpec {
   if (name === 'tiny') return { name, path: join(ROOT, 'test/fixtures/golden/tiny-model.safetensors'), dtype: 'f32' };
   if (name === 'small' || name === 'small512' || name === 'd24')
     return { name, path: join(MODEL_DIR, `${name}-${DTYPE}.safetensors`), preset: name, dtype: DTYPE };
-  throw new Error(`unknown config ${name}; expected tiny, small, small512 or d24`);
+  if (name === 'varsr-tiny')
+    return {
+      name,
+      path: join(MODEL_DIR, 'varsr-tiny-f32.safetensors'),
+      pth: join(ROOT, 'test/fixtures/pth/varsr-tiny.pth'),
+      dtype: 'f32',
+    };
+  if (name.endsWith('.safetensors')) return { name, path: resolve(name), dtype: 'as stored' };
+  throw new Error(`unknown config ${name}; expected tiny, small, small512, d24, varsr-tiny or a .safetensors file`);
 }
 
-/** Writes a random-weight model with the PyTorch reference's exporter (exact keys and metadata). */
+/**
+ * Writes a random-weight model with the PyTorch reference's exporter (exact keys and metadata),
+ * or converts a .pth checkpoint.
+ */
 async function ensureModel(c: ConfigSpec): Promise<void> {
-  if (existsSync(c.path) || !c.preset) return;
+  if (existsSync(c.path) || !(c.preset || c.pth)) return;
   mkdirSync(dirname(c.path), { recursive: true });
+  if (c.pth) {
+    console.log(`converting ${c.pth} to ${c.path}`);
+    await convertCheckpoint({ var: c.pth, out: c.path });
+    return;
+  }
   console.log(`generating ${c.path} (random weights, preset ${c.preset}, ${c.dtype})`);
   await new Promise<void>((res, rej) => {
     const p = spawn(
@@ -160,6 +186,24 @@ const loadNow = (): number[] => loadavg().map((v) => round(v, 2));
 
 // ---- child: one (config, B) -------------------------------------------------------------------
 
+/** The refiner stage of a batch (models that hold one). */
+interface RefinerRow {
+  /** Refiner width W and residual blocks. */
+  width: number;
+  blocks: number;
+  /** Diffusion steps per token. */
+  steps: number;
+  /** Token map side it refines (the last scale's, G). */
+  pn: number;
+  /** Tokens refined in the batch: G^2 x B. */
+  tokens: number;
+  /** Median stage time over the timed runs, whole batch. */
+  ms: number;
+  /** GFLOP of the whole batch (B images, CFG), as the engine runs it. */
+  gflop: number;
+  gflops: number;
+}
+
 interface ScaleRow {
   si: number;
   pn: number;
@@ -202,10 +246,14 @@ interface ChildResult {
   /** Medians over the timed runs, whole batch. */
   prepareMs: number;
   stepsMs: number;
+  /** The refiner stage; absent when the model has none. */
+  refinerMs?: number;
   decodeMs: number;
-  gflopPerImage: { transformer: number; condNet: number; decoder: number; total: number };
-  gflops: { prepare: number; steps: number; decode: number; total: number };
+  gflopPerImage: { transformer: number; condNet: number; refiner: number; decoder: number; total: number };
+  gflops: { prepare: number; steps: number; refiner?: number; decode: number; total: number };
   scales: ScaleRow[];
+  /** The refiner as its own row (B images), next to the scales; absent when the model has none. */
+  refiner?: RefinerRow;
   /** Least-squares fit of step ms against step GFLOP over the K scales. */
   stepFit: { overheadMs: number; marginalGflops: number };
   lanczos3: { msPerImage: number; rmePct: number; samples: number; sharpConcurrency: number };
@@ -231,12 +279,14 @@ async function child(config: string, B: number, samples: number, maxTime: number
   const K = sched.K;
   const stepMs: number[][] = Array.from({ length: K }, () => []);
   const prep: number[] = [];
+  const refMs: number[] = [];
   const dec: number[] = [];
   let record = false;
   const once = async () => {
     const t0 = performance.now();
     let tPrev = t0;
     let first = 0;
+    let refined = NaN;
     const ms: number[] = [];
     await engine.run(tiles, B, {
       seed: 1,
@@ -246,10 +296,15 @@ async function child(config: string, B: number, samples: number, maxTime: number
         ms.push(p.ms);
         tPrev = now;
       },
+      onRefiner: (p) => {
+        refined = p.ms;
+        tPrev = performance.now();
+      },
     });
     const end = performance.now();
     if (record) {
       prep.push(first);
+      if (engine.refiner) refMs.push(refined);
       dec.push(end - tPrev);
       ms.forEach((v, i) => stepMs[i]!.push(v));
     }
@@ -266,6 +321,7 @@ async function child(config: string, B: number, samples: number, maxTime: number
   const peakRssMB = vmHWM();
   clearInterval(sampler);
   const mem = engine.memory();
+  const refinerDims = engine.refiner;
   await engine.dispose();
 
   // sharp lanczos3 x4 of the same raw tile (the first one), one image per call.
@@ -307,13 +363,32 @@ async function child(config: string, B: number, samples: number, maxTime: number
   const prepareMs = median(prep);
   const decodeMs = median(dec);
   const stepsMs = scales.reduce((a, s) => a + s.ms, 0);
+  const rc = refinerDims ? refinerCost(cfg, refinerDims, true, B) : undefined;
+  let refiner: RefinerRow | undefined;
+  if (refinerDims && rc) {
+    const ms = median(refMs);
+    const c = rc;
+    refiner = {
+      width: refinerDims.width,
+      blocks: refinerDims.blocks,
+      steps: c.steps,
+      pn: cfg.grid,
+      tokens: cfg.grid * cfg.grid * B,
+      ms: round(ms, 2),
+      gflop: round(c.total, 3),
+      gflops: round(c.total / (ms / 1e3), 1),
+    };
+  }
+  const refinerPerImage = rc ? rc.total / B : 0;
   const perImage = batchS.meanS / B;
-  const total = trans + conv.condNet + conv.decoder;
+  const total = trans + conv.condNet + refinerPerImage + conv.decoder;
   return {
     config,
     model: spec.preset
       ? `random weights (avtrain.random_model --preset ${spec.preset})`
-      : spec.path.replace(`${ROOT}/`, ''),
+      : spec.pth
+        ? `${spec.pth.replace(`${ROOT}/`, '')} converted`
+        : spec.path.replace(`${ROOT}/`, ''),
     dtype: spec.dtype,
     B,
     lrSize: lr,
@@ -343,20 +418,24 @@ async function child(config: string, B: number, samples: number, maxTime: number
     imagesPerS: round(1 / perImage, 3),
     prepareMs: round(prepareMs, 1),
     stepsMs: round(stepsMs, 1),
+    ...(refiner ? { refinerMs: round(refiner.ms, 1) } : {}),
     decodeMs: round(decodeMs, 1),
     gflopPerImage: {
       transformer: round(trans, 2),
       condNet: round(conv.condNet, 2),
+      refiner: round(refinerPerImage, 2),
       decoder: round(conv.decoder, 2),
       total: round(total, 2),
     },
     gflops: {
       prepare: round((conv.condNet * B) / (prepareMs / 1e3), 1),
       steps: round((trans * B) / (stepsMs / 1e3), 1),
+      ...(refiner ? { refiner: refiner.gflops } : {}),
       decode: round((conv.decoder * B) / (decodeMs / 1e3), 1),
       total: round(total / perImage, 1),
     },
     scales,
+    ...(refiner ? { refiner } : {}),
     stepFit,
     lanczos3: {
       msPerImage: round(lz.meanS * 1e3, 3),
@@ -438,19 +517,31 @@ function tables(results: ChildResult[]): string {
     lines.push('|---:|---:|---:|---:|---:|---:|---:|');
     for (const s of r.scales)
       lines.push(`| ${s.si} | ${s.pn} | ${s.lq} | ${s.lk} | ${f(s.ms, 2)} | ${f(s.gflop, 3)} | ${f(s.gflops)} |`);
-    lines.push(`| sum | | | | ${f(r.stepsMs, 1)} | ${f(r.gflopPerImage.transformer, 2)} | ${f(r.gflops.steps)} |\n`);
+    lines.push(`| sum | | | | ${f(r.stepsMs, 1)} | ${f(r.gflopPerImage.transformer, 2)} | ${f(r.gflops.steps)} |`);
+    // The refiner's ms is its whole stage (all diffusion steps), after the last scale.
+    const ref = r.refiner;
+    if (ref)
+      lines.push(
+        `| refiner (W ${ref.width}, ${ref.blocks} blocks, ${ref.steps} steps) | ${ref.pn} | - | - | ${f(ref.ms, 2)} | ${f(ref.gflop, 3)} | ${f(ref.gflops)} |`,
+      );
+    lines.push('');
     lines.push(
       `fit over the scales: ms/step = ${f(r.stepFit.overheadMs, 2)} ms + GFLOP / (${f(r.stepFit.marginalGflops)} GFLOP/s)\n`,
     );
   }
   lines.push('End to end, seconds per output image (mean of the batch time / B), peak RSS per child process\n');
+  // The refiner's columns only when a model in the run has one ("-" for those without).
+  const anyRef = results.some((r) => r.refiner);
+  const stages = anyRef ? 'prepare / steps / refiner / decode' : 'prepare / steps / decode';
+  const rates = anyRef ? 'prep/steps/ref/dec/all' : 'prep/steps/dec/all';
+  const opt = (v: number | undefined, d: number): string => (v === undefined ? '- / ' : `${f(v, d)} / `);
   lines.push(
-    '| config | LR -> HR | B | s/batch (±rme) | s/image (best) | s/512² equiv. | images/s | prepare / steps / decode ms (batch) | GFLOP/s (prep/steps/dec/all) | CPU cores used | peak RSS MB | lanczos3 ms/image | ratio |',
+    `| config | LR -> HR | B | s/batch (±rme) | s/image (best) | s/512² equiv. | images/s | ${stages} ms (batch) | GFLOP/s (${rates}) | CPU cores used | peak RSS MB | lanczos3 ms/image | ratio |`,
   );
   lines.push('|---|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|');
   for (const r of results)
     lines.push(
-      `| ${r.config} | ${r.lrSize} -> ${r.hrSize} | ${r.B} | ${f(r.batchS.meanS, 3)} (±${f(r.batchS.rmePct)}%) | ${f(r.secondsPerImage, 3)} (${f(r.secondsPerImageBest, 3)}) | ${f(r.secondsPer512, 3)} | ${f(r.imagesPerS, 2)} | ${f(r.prepareMs, 0)} / ${f(r.stepsMs, 0)} / ${f(r.decodeMs, 0)} | ${f(r.gflops.prepare)} / ${f(r.gflops.steps)} / ${f(r.gflops.decode)} / ${f(r.gflops.total)} | ${f(r.cpuCores, 2)} | ${f(r.peakRssMB, 0)} | ${f(r.lanczos3.msPerImage, 3)} | ${f(r.ratio, 0)}x |`,
+      `| ${r.config} | ${r.lrSize} -> ${r.hrSize} | ${r.B} | ${f(r.batchS.meanS, 3)} (±${f(r.batchS.rmePct)}%) | ${f(r.secondsPerImage, 3)} (${f(r.secondsPerImageBest, 3)}) | ${f(r.secondsPer512, 3)} | ${f(r.imagesPerS, 2)} | ${f(r.prepareMs, 0)} / ${f(r.stepsMs, 0)} / ${anyRef ? opt(r.refinerMs, 0) : ''}${f(r.decodeMs, 0)} | ${f(r.gflops.prepare)} / ${f(r.gflops.steps)} / ${anyRef ? opt(r.gflops.refiner, 1) : ''}${f(r.gflops.decode)} / ${f(r.gflops.total)} | ${f(r.cpuCores, 2)} | ${f(r.peakRssMB, 0)} | ${f(r.lanczos3.msPerImage, 3)} | ${f(r.ratio, 0)}x |`,
     );
   return lines.join('\n');
 }
@@ -478,7 +569,8 @@ async function main(): Promise<void> {
       results.push(r);
       console.log(
         `${name.padEnd(9)} B${B}: ${f(r.secondsPerImage, 3)} s/image (±${f(r.batchS.rmePct)}%, ${r.batchS.samples} runs), ` +
-          `prepare/steps/decode ${f(r.prepareMs, 0)}/${f(r.stepsMs, 0)}/${f(r.decodeMs, 0)} ms, ${f(r.gflops.total)} GFLOP/s, ` +
+          `prepare/steps/${r.refinerMs === undefined ? '' : 'refiner/'}decode ${f(r.prepareMs, 0)}/${f(r.stepsMs, 0)}/` +
+          `${r.refinerMs === undefined ? '' : `${f(r.refinerMs, 0)}/`}${f(r.decodeMs, 0)} ms, ${f(r.gflops.total)} GFLOP/s, ` +
           `CPU ${f(r.cpuCores, 2)} cores, peak RSS ${f(r.peakRssMB, 0)} MB, lanczos3 ${f(r.lanczos3.msPerImage, 2)} ms (x${f(r.ratio, 0)}), load ${r.load.start.join(' ')} -> ${r.load.end.join(' ')}`,
       );
     }

@@ -1,20 +1,24 @@
 /**
- * The measurements behind `alignvar bench`: per-scale step latency, prepare and decode times of
- * the Engine (the same native Session upscaling uses), and the Upscaler's tile loop
+ * The measurements behind `alignvar bench`: per-scale step latency, prepare, refiner and decode
+ * times of the Engine (the same native Session upscaling uses), and the Upscaler's tile loop
  * ({@link upscaleRgb}: cut, engine batches, blend) for one 512x512 output, per tile batch size.
  *
  * Per run and tile batch B, one `engine.run` of B tiles: the engine's `onProgress` gives each
  * scale step's time (the native call, wall clock); prepare is the time to the first step minus
- * that step, decode the time after the last step. Then one `upscaleRgb` of a 128x128 input
+ * that step. A model with VARSR's diffusion refiner (spec 6) runs it after the last step, timed
+ * by `onRefiner` (the native call, which synchronises the backend); decode is the time after
+ * the refiner, or after the last step without one. Then one `upscaleRgb` of a 128x128 input
  * (x4: 512x512) with batches of B, timed end to end (no image file decode or encode). Each figure
  * is summarised over the runs as median, min, max. GFLOP come from the spec's cost model
- * (section 9, see ./cost.ts) with R = 2 rows per tile when cfg != 0.
+ * (section 9, see ./cost.ts) with R = 2 rows per tile when cfg != 0; the refiner's are what the
+ * engine runs ({@link refinerCost} `total`).
  */
 import { Engine } from '../engine.js';
 import { planTiles } from '../image/tiling.js';
 import type { ColorFix, Device } from '../options.js';
 import { backendInfo, inspectModel, upscaleRgb } from '../upscaler.js';
-import { convCosts, stepCosts } from './cost.js';
+import type { RefinerDims } from '../model/refiner.js';
+import { convCosts, refinerCost, stepCosts } from './cost.js';
 
 /** Options of {@link benchEngine}. */
 export interface EngineBenchOptions {
@@ -30,6 +34,11 @@ export interface EngineBenchOptions {
   warmup?: number | undefined;
   /** Timed runs per batch size (>= 1). Default 5. */
   runs?: number | undefined;
+  /**
+   * Run VARSR's diffusion refiner when the model holds one (as upscaling does). Default true;
+   * false times the model without it (its weights are not loaded).
+   */
+  refiner?: boolean | undefined;
   /** Called after each timed or warm-up run (for progress output). */
   onRun?: ((tileBatch: number, run: number, warmup: boolean) => void) | undefined;
 }
@@ -64,6 +73,22 @@ export interface ScaleBench {
   gflops: number;
 }
 
+/** The refiner stage of a batch (models that run one). */
+export interface RefinerBench {
+  /** Token map side it refines (the last scale's, G). */
+  pn: number;
+  /** Tokens refined in the batch: G^2 x B. */
+  tokens: number;
+  /** Diffusion steps per token (10). */
+  steps: number;
+  /** Stage latency (all steps), ms per batch. */
+  ms: Spread;
+  /** GFLOP of the batch (cost model: what the engine runs). */
+  gflop: number;
+  /** `gflop / median ms`, GFLOP/s. */
+  gflops: number;
+}
+
 /** Results for one tile batch size. */
 export interface BatchBench {
   /** Tiles per engine batch. */
@@ -74,14 +99,16 @@ export interface BatchBench {
   prepareMs: Spread;
   /** All K steps, ms per batch. */
   stepsMs: Spread;
+  /** The diffusion refiner after the last step; absent when the engine runs none. */
+  refiner?: RefinerBench;
   /** Decode (VQVAE decoder, colour fix, output conversion), ms per batch. */
   decodeMs: Spread;
   /** The whole `engine.run` of B tiles, ms. */
   batchMs: Spread;
   /** B / median batch seconds. */
   tilesPerSecond: number;
-  /** GFLOP per batch: transformer, conditioning net, decoder, total. */
-  gflop: { transformer: number; condNet: number; decoder: number; total: number };
+  /** GFLOP per batch: transformer, conditioning net, refiner (0 without one), decoder, total. */
+  gflop: { transformer: number; condNet: number; refiner: number; decoder: number; total: number };
   /** Total GFLOP / median batch seconds. */
   gflops: number;
   /** The Upscaler tile loop for one 512x512 output (128x128 input), ms. */
@@ -105,6 +132,8 @@ export interface EngineBenchResult {
     lrSize: number;
     hrSize: number;
     scales: number;
+    /** The refiner the engine ran (width W, blocks); absent when none (or `refiner: false`). */
+    refiner?: RefinerDims;
   };
   /** Sampling settings used: the model's defaults, greedy. */
   settings: { cfg: number; topK: number; colorFix: ColorFix; warmup: number; runs: number };
@@ -155,7 +184,7 @@ const SIDE_512 = 128;
 /**
  * Loads the model on the device and times it (see the module comment).
  *
- * @param options - Model, device, batch sizes, warm-up and timed runs.
+ * @param options - Model, device, batch sizes, warm-up and timed runs, refiner on or off.
  * @returns Every figure, per tile batch size.
  * @throws Whatever loading the model throws (`ERR_NO_MODEL`, WeightsError, NativeError).
  */
@@ -164,7 +193,11 @@ export async function benchEngine(options: EngineBenchOptions = {}): Promise<Eng
   const warmup = options.warmup ?? 1;
   const runs = options.runs ?? 5;
   const info = await inspectModel(options.model);
-  const engine = await Engine.create(info.path, { backend: options.device ?? 'auto', device: options.gpu ?? 0 });
+  const engine = await Engine.create(info.path, {
+    backend: options.device ?? 'auto',
+    device: options.gpu ?? 0,
+    refiner: options.refiner ?? true,
+  });
   try {
     const cfg = engine.config;
     const sched = engine.schedule;
@@ -191,6 +224,7 @@ export async function benchEngine(options: EngineBenchOptions = {}): Promise<Eng
       for (let b = 0; b < B; b++) tiles.set(benchImage(lr, b + 1), b * lr * lr * 3);
       const stepMs: number[][] = Array.from({ length: K }, () => []);
       const prep: number[] = [];
+      const refMs: number[] = [];
       const dec: number[] = [];
       const all: number[] = [];
       const e2e: number[] = [];
@@ -198,6 +232,7 @@ export async function benchEngine(options: EngineBenchOptions = {}): Promise<Eng
         const t0 = performance.now();
         let last = t0;
         let first = 0;
+        let refined = NaN;
         const ms: number[] = [];
         await engine.run(tiles, B, {
           ...run,
@@ -207,6 +242,10 @@ export async function benchEngine(options: EngineBenchOptions = {}): Promise<Eng
             ms.push(p.ms);
             last = now;
           },
+          onRefiner: (p) => {
+            refined = p.ms;
+            last = performance.now();
+          },
         });
         const end = performance.now();
         const u0 = performance.now();
@@ -215,6 +254,7 @@ export async function benchEngine(options: EngineBenchOptions = {}): Promise<Eng
         const timed = i >= warmup;
         if (timed) {
           prep.push(first);
+          if (engine.refiner) refMs.push(refined);
           dec.push(end - last);
           all.push(end - t0);
           e2e.push(u1 - u0);
@@ -237,17 +277,33 @@ export async function benchEngine(options: EngineBenchOptions = {}): Promise<Eng
         };
       });
       const batchMs = spread(all);
+      let refiner: RefinerBench | undefined;
+      if (engine.refiner) {
+        const c = refinerCost(cfg, engine.refiner, guidance !== 0, B);
+        const m = spread(refMs);
+        refiner = {
+          pn: cfg.grid,
+          tokens: cfg.grid * cfg.grid * B,
+          steps: c.steps,
+          ms: m,
+          gflop: c.total,
+          gflops: c.total / (m.median / 1e3),
+        };
+      }
+      const refinerGflop = refiner?.gflop ?? 0;
       const gflop = {
         transformer: transformer * B,
         condNet: conv.condNet * B,
+        refiner: refinerGflop,
         decoder: conv.decoder * B,
-        total: (transformer + conv.condNet + conv.decoder) * B,
+        total: (transformer + conv.condNet + conv.decoder) * B + refinerGflop,
       };
       results.push({
         tileBatch: B,
         scales,
         prepareMs: spread(prep),
         stepsMs: spread(stepMs[0]!.map((_, r) => stepMs.reduce((a, col) => a + col[r]!, 0))),
+        ...(refiner ? { refiner } : {}),
         decodeMs: spread(dec),
         batchMs,
         tilesPerSecond: B / (batchMs.median / 1e3),
@@ -269,6 +325,7 @@ export async function benchEngine(options: EngineBenchOptions = {}): Promise<Eng
         lrSize: cfg.lrSize,
         hrSize: cfg.hrSize,
         scales: K,
+        ...(engine.refiner ? { refiner: { ...engine.refiner } } : {}),
       },
       settings: { cfg: guidance, topK: 1, colorFix, warmup, runs },
       tilesPer512,

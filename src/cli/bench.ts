@@ -1,8 +1,9 @@
 /**
  * `alignvar bench`: per-scale step latency (with tokens and GFLOP/s from the spec's cost model),
- * prepare and decode times, end-to-end time per 512x512 output and tiles per second, for each
- * tile batch size, on the chosen device. The measuring lives in src/bench/engine-bench.ts; this
- * file turns argv into its options and prints a table or, with `--json`, one JSON document.
+ * the diffusion refiner as its own row when the model runs one, prepare and decode times,
+ * end-to-end time per 512x512 output and tiles per second, for each tile batch size, on the
+ * chosen device. The measuring lives in src/bench/engine-bench.ts; this file turns argv into its
+ * options and prints a table or, with `--json`, one JSON document.
  */
 import { parseArgs } from 'node:util';
 
@@ -11,9 +12,10 @@ import { DEVICES, type Device, MAX_TILE_BATCH } from '../options.js';
 import { UsageError, log } from './shared.js';
 
 /** Usage text of `alignvar bench`. */
-export const USAGE = `alignvar bench [--model <path>] [--device auto|cpu|cuda] [--tile-batch 1,4,8] [--warmup N] [--runs N] [--json]
+export const USAGE = `alignvar bench [--model <path>] [--device auto|cpu|cuda] [--tile-batch 1,4,8] [--warmup N] [--runs N] [--no-refiner] [--json]
       --model <path>       model file (default: the embedded model)
       --device <name>      auto (default), cpu or cuda
+      --no-refiner         skip VARSR's diffusion refiner in a model that has one (default: run and time it)
       --tile-batch <list>  tile batch sizes to time, comma-separated, each 1-${MAX_TILE_BATCH} (default 1,4,8)
       --warmup <N>         untimed runs per batch size first, 0-100 (default 1)
       --runs <N>           timed runs per batch size, 1-1000 (default 5); figures are median [min-max]
@@ -41,17 +43,26 @@ function batchList(value: string | undefined): number[] {
 const f = (v: number, d = 1): string => v.toFixed(d);
 const sp = (s: Spread, d = 1): string => `${f(s.median, d)} [${f(s.min, d)}-${f(s.max, d)}]`;
 
-function table(r: BatchBench): string {
+/**
+ * The text report of one tile batch size, as `alignvar bench` prints it: the per-scale table (and
+ * the refiner's row when the engine ran one), then the stage times, throughput and the 512x512 time.
+ */
+export function batchTable(r: BatchBench): string {
+  const ref = r.refiner;
   const lines = [
-    `tile batch ${r.tileBatch}: step latency per scale (ms: median [min-max]; GFLOP for the batch, spec 9)`,
+    `tile batch ${r.tileBatch}: step latency per scale (ms: median [min-max]; GFLOP for the batch, spec 9)` +
+      (ref ? `; refiner: ${ref.steps} diffusion steps over the last scale's tokens` : ''),
     '| si | pn | tokens | Lq | Lk | ms | GFLOP | GFLOP/s |',
     '|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...r.scales.map(
       (s) =>
         `| ${s.si} | ${s.pn} | ${s.tokens} | ${s.lq} | ${s.lk} | ${sp(s.ms, 2)} | ${f(s.gflop, 3)} | ${f(s.gflops)} |`,
     ),
-    `prepare ${sp(r.prepareMs)} ms, steps ${sp(r.stepsMs)} ms, decode ${sp(r.decodeMs)} ms; batch ${sp(r.batchMs)} ms`,
-    `${f(r.tilesPerSecond, 2)} tiles/s, ${f(r.gflop.total, 2)} GFLOP per batch (transformer ${f(r.gflop.transformer, 2)}, conditioning ${f(r.gflop.condNet, 2)}, decoder ${f(r.gflop.decoder, 2)}), ${f(r.gflops)} GFLOP/s`,
+    ...(ref
+      ? [`| refiner | ${ref.pn} | ${ref.tokens} | - | - | ${sp(ref.ms, 2)} | ${f(ref.gflop, 3)} | ${f(ref.gflops)} |`]
+      : []),
+    `prepare ${sp(r.prepareMs)} ms, steps ${sp(r.stepsMs)} ms, ${ref ? `refiner ${sp(ref.ms)} ms, ` : ''}decode ${sp(r.decodeMs)} ms; batch ${sp(r.batchMs)} ms`,
+    `${f(r.tilesPerSecond, 2)} tiles/s, ${f(r.gflop.total, 2)} GFLOP per batch (transformer ${f(r.gflop.transformer, 2)}, conditioning ${f(r.gflop.condNet, 2)}, ${ref ? `refiner ${f(r.gflop.refiner, 2)}, ` : ''}decoder ${f(r.gflop.decoder, 2)}), ${f(r.gflops)} GFLOP/s`,
     `end to end per 512x512 output (128x128 input, tile loop without file decode/encode): ${sp(r.per512Ms, 0)} ms`,
   ];
   return lines.join('\n');
@@ -74,6 +85,7 @@ export async function run(argv: string[]): Promise<number> {
       'tile-batch': { type: 'string' },
       warmup: { type: 'string' },
       runs: { type: 'string' },
+      'no-refiner': { type: 'boolean' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -97,6 +109,7 @@ export async function run(argv: string[]): Promise<number> {
     tileBatches,
     warmup,
     runs,
+    refiner: !values['no-refiner'],
     onRun: json ? undefined : (B, i, w) => log(`  tile batch ${B}: ${w ? 'warm-up' : 'run'} ${i + 1}`),
   });
   if (json) {
@@ -105,9 +118,10 @@ export async function run(argv: string[]): Promise<number> {
   }
   const c = result.config;
   const head =
-    `${result.model}: depth ${c.depth}, width ${c.width}, vocabulary ${c.vocab}, tile ${c.lrSize} -> ${c.hrSize}, ${c.scales} scales; ` +
+    `${result.model}: depth ${c.depth}, width ${c.width}, vocabulary ${c.vocab}, tile ${c.lrSize} -> ${c.hrSize}, ${c.scales} scales` +
+    `${c.refiner ? `, refiner W ${c.refiner.width} x ${c.refiner.blocks} blocks` : ''}; ` +
     `${result.device} (${result.backendDetail}); cfg ${result.settings.cfg}, greedy, colour fix ${result.settings.colorFix}; ` +
     `${result.settings.warmup} warm-up + ${result.settings.runs} timed runs; ${result.tilesPer512} tiles per 512x512 output`;
-  process.stdout.write(`${[head, ...result.results.map(table)].join('\n\n')}\n`);
+  process.stdout.write(`${[head, ...result.results.map(batchTable)].join('\n\n')}\n`);
   return 0;
 }

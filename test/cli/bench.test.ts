@@ -1,16 +1,23 @@
 /**
  * `alignvar bench` end to end as a child process (`node --import tsx src/cli/main.ts bench`) on
  * the tiny model fixture: per-scale rows in the table, a parseable `--json` document whose
- * figures are consistent with the model, and usage errors (exit 2) for bad flags.
+ * figures are consistent with the model, and usage errors (exit 2) for bad flags. A model with
+ * VARSR's refiner (test/fixtures/pth/varsr-tiny.pth converted here: W 16, 2 blocks) gets the
+ * refiner as its own row, which `--no-refiner` removes.
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { refinerCost } from '../../src/bench/cost.js';
 import type { EngineBenchResult } from '../../src/bench/engine-bench.js';
+import { batchTable } from '../../src/cli/bench.js';
+import { convertCheckpoint } from '../../src/convert/index.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = join(ROOT, 'src', 'cli', 'main.ts');
@@ -109,5 +116,61 @@ describe.skipIf(!HAVE_MODEL)('alignvar bench (tiny model)', () => {
     const c = await cli('bench', '--device', 'gpu');
     expect(c.code).toBe(2);
     expect(c.stderr).toContain('for --device but received "gpu"');
+  });
+});
+
+// LR 2x2 -> HR 8x8: a 512x512 output is 127^2 tiles, so these runs use batches of 64 (20-35 s each on
+// 2 shared cores, nearly all of it the 512x512 tile loop).
+describe('alignvar bench (a VARSR model with a refiner)', () => {
+  let dir = '';
+  let model = '';
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'av-bench-varsr-'));
+    model = join(dir, 'varsr-tiny.safetensors');
+    await convertCheckpoint({ var: join(ROOT, 'test', 'fixtures', 'pth', 'varsr-tiny.pth'), out: model });
+  });
+  afterAll(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+  const args = (): string[] => ['bench', '--model', model, '--device', 'cpu', '--tile-batch', '64', '--warmup', '0'];
+
+  it('times the refiner as its own stage and row: ms per batch, GFLOP (cost model), GFLOP/s', async () => {
+    const r = await cli(...args(), '--runs', '1', '--json');
+    expect(r.code).toBe(0);
+    const doc = JSON.parse(r.stdout.trim()) as EngineBenchResult;
+    expect(doc.config).toMatchObject({ width: 32, lrSize: 2, hrSize: 8, scales: 4, refiner: { width: 16, blocks: 2 } });
+    expect(doc.settings.cfg).toBe(6);
+    const b = doc.results[0]!;
+    const ref = b.refiner!;
+    expect(ref).toMatchObject({ pn: 4, tokens: 16 * 64, steps: 10 });
+    expect(ref.ms.min).toBeGreaterThan(0);
+    expect(ref.ms.min).toBeLessThanOrEqual(ref.ms.median);
+    expect(ref.ms.median).toBeLessThanOrEqual(ref.ms.max);
+    const cost = refinerCost({ width: 32, cvae: 4, grid: 4 } as never, { width: 16, blocks: 2 }, true, 64);
+    expect(ref.gflop).toBeCloseTo(cost.total, 9);
+    expect(ref.gflops).toBeCloseTo(ref.gflop / (ref.ms.median / 1e3), 6);
+    expect(b.gflop.refiner).toBe(ref.gflop);
+    expect(b.gflop.total).toBeCloseTo(b.gflop.transformer + b.gflop.condNet + b.gflop.refiner + b.gflop.decoder, 9);
+    // The stages add up to the batch: the refiner is not counted again in decode.
+    expect(b.prepareMs.median + b.stepsMs.median + ref.ms.median + b.decodeMs.median).toBeLessThanOrEqual(
+      1.05 * b.batchMs.max,
+    );
+    // The table `alignvar bench` prints for this result: the refiner row after si 3.
+    const rows = batchTable(b)
+      .split('\n')
+      .filter((l) => /^\| (\d+|refiner) \|/.test(l));
+    expect(rows.map((l) => l.split(' | ')[0])).toEqual(['| 0', '| 1', '| 2', '| 3', '| refiner']);
+    expect(rows[4]).toMatch(/^\| refiner \| 4 \| 1024 \| - \| - \| [\d.]+ \[[\d.]+-[\d.]+\] \| [\d.]+ \| [\d.]+ \|$/);
+    expect(rows[4]).toContain(`| ${ref.gflop.toFixed(3)} | ${ref.gflops.toFixed(1)} |`);
+    expect(batchTable(b)).toMatch(/steps [\d.]+ \[[\d.]+-[\d.]+\] ms, refiner [\d.]+ \[[\d.]+-[\d.]+\] ms, decode/);
+  });
+
+  it('--no-refiner leaves the stage, its row and its GFLOP out', async () => {
+    const r = await cli(...args(), '--runs', '1', '--no-refiner');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('tile batch 64: step latency per scale');
+    expect(r.stdout).toMatch(/^\| 3 \| 4 \| 1024 \| 16 \| 46 \| /m);
+    expect(r.stdout).not.toContain('refiner');
+    expect(r.stdout).toMatch(/\(transformer [\d.]+, conditioning [\d.]+, decoder [\d.]+\)/);
   });
 });
