@@ -89,6 +89,7 @@ export function nativeConfig(cfg: ModelConfig, schedule: Schedule): NativeModelC
     rope_base: cfg.ropeBase,
     sca: cfg.sca,
     decoder_lr: cfg.decoderLr ?? false,
+    token_mean: cfg.tokenMode === 'mean',
     rope: ropeTable(schedule),
     phi_index: Int32Array.from(schedule.steps.map((s) => s.phi)),
   };

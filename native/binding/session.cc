@@ -67,6 +67,7 @@ av_model_config parse_config(av_args& a, const Napi::Object& o) {
     c.rope_base = static_cast<float>(a.number(o, "rope_base", 10000.0));
     c.sca = a.boolean(o, "sca", false);
     c.decoder_lr = a.boolean(o, "decoder_lr", false);
+    c.token_mean = a.boolean(o, "token_mean", false);
     c.refiner_width = a.int64(o, "refiner_width", 0);
     c.refiner_blocks = a.int64(o, "refiner_blocks", 0);
     c.rope = typed_copy<float, napi_float32_array>(a, o, "rope", "Float32Array");

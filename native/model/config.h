@@ -31,6 +31,9 @@ struct av_model_config {
     bool sca = false;
     // LR-conditioned decoder (metadata decoder_lr; training/avtrain/config.py ModelConfig.decoder_lr).
     bool decoder_lr = false;
+    // Token mode "mean" (metadata token_mode; ModelConfig.token_mode): each scale's map is the
+    // expected codebook vector softmax(G) E instead of E[idx].
+    bool token_mean = false;
     // VARSR's diffusion refiner (spec 6.1): its width W and block count; 0 = not run (absent
     // from the file, an AlignVAR model, or turned off by the caller).
     int64_t refiner_width = 0;

@@ -460,6 +460,12 @@ av_status av_engine::finalize() {
     AV_TRY(compute_modulation());
     AV_TRY(rope_.alloc(be_.get(), cfg_.rope.size() * sizeof(float)));
     AV_TRY(be_->upload(rope_.data(), cfg_.rope.data(), cfg_.rope.size() * sizeof(float)));
+    if (cfg_.token_mean) {  // E^T [Cv, V] for h = softmax(G) E as a linear
+        const int64_t V = cfg_.vocab, Cv = cfg_.cvae;
+        AV_TRY(codebook_t_buf_.alloc(be_.get(), static_cast<size_t>(V * Cv) * sizeof(float)));
+        codebook_t_ = av_view(codebook_t_buf_.data(), {Cv, V});
+        AV_TRY(av_copy(*be_, av_transposed_cs(codebook_.data, 1, V, Cv, V * Cv), codebook_t_));
+    }
     const float consts[2] = {0.0f, 1.0f};
     AV_TRY(consts_.alloc(be_.get(), sizeof(consts)));
     AV_TRY(be_->upload(consts_.data(), consts, sizeof(consts)));

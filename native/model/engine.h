@@ -99,6 +99,8 @@ private:
     av_sca_w sca_;
     av_decoder_w dec_;
     av_tensor word_w_, word_b_, class_emb_, pos_start_, lvl_embed_, codebook_;
+    av_buffer codebook_t_buf_;  // token_mean: E^T [Cv, V], the weight of softmax(G) E
+    av_tensor codebook_t_;
     std::vector<av_tensor> phi_w_, phi_b_;
     av_buffer rope_, consts_;  // rope [T, 2]; consts {0, 1}
     int64_t n_label_ = 2;      // label rows of the modulation: 0 and num_classes - 1

@@ -81,14 +81,34 @@ av_status av_engine::step(int64_t si, std::vector<int32_t>* idx_out) {
     sp.scale = static_cast<int32_t>(si);
     AV_TRY(av_compute(*be_, AV_OP_SAMPLE, sp));
 
-    // h = E[idx] as a [B, Cv, pn, pn] map; f_hat += Phi(bicubic_up(h)) (raw h at the last scale);
-    // next = area_down(f_hat, pn_next) token-major for the next step's input.
-    av_vq_lookup_params lp;
-    lp.idx = av_view(idx_.data(), {B, pn * pn}, AV_I32);
-    lp.codebook = codebook_;
-    lp.y = av_view(codes_.data(), {B, Cv, pn * pn});
-    lp.channel_major = 1;
-    AV_TRY(av_compute(*be_, AV_OP_VQ_LOOKUP, lp));
+    if (c.token_mean) {
+        // token_mode "mean": h = softmax(G) E, G = (1 + t) Z_cond - t Z_neg in fp32 (in place over
+        // the conditional rows, after the sampler read them), as a [B, Cv, pn, pn] map.
+        const av_tensor zc = av_view(logits_.data(), {B * Lh, V});
+        if (cfg_on) {
+            const av_tensor zero = av_view(consts_.data(), {1, 1});
+            AV_TRY(av_binary(*be_, zc, zero, zc, AV_BIN_MUL, /*alpha=*/0.0f, /*beta=*/1.0f + sp.t));
+            AV_TRY(av_binary(*be_, zc, av_view(av_at(logits_.data(), B * Lh * V), {B * Lh, V}), zc, AV_BIN_ADD, -sp.t));
+        }
+        av_softmax_params smp;
+        smp.x = zc;
+        smp.y = zc;
+        AV_TRY(av_compute(*be_, AV_OP_SOFTMAX, smp));
+        const av_tensor ht = av_view(o_.data(), {B * Lh, Cv});  // token-major [B, pn^2, Cv]
+        AV_TRY(av_linear_rows(*be_, zc, codebook_t_, av_tensor(), ht, AV_ACT_NONE, av_tensor(), av_tensor(), B, Lh,
+                              B * Lh));
+        AV_TRY(av_copy(*be_, av_transposed_cs(o_.data(), B, Lh, Cv, Lh * Cv), av_view(codes_.data(), {B, Cv, Lh})));
+    } else {
+        // h = E[idx] as a [B, Cv, pn, pn] map.
+        av_vq_lookup_params lp;
+        lp.idx = av_view(idx_.data(), {B, pn * pn}, AV_I32);
+        lp.codebook = codebook_;
+        lp.y = av_view(codes_.data(), {B, Cv, pn * pn});
+        lp.channel_major = 1;
+        AV_TRY(av_compute(*be_, AV_OP_VQ_LOOKUP, lp));
+    }
+    // f_hat += Phi(bicubic_up(h)) (raw h at the last scale); next = area_down(f_hat, pn_next)
+    // token-major for the next step's input.
     av_upsample_accum_params up;
     up.h = av_view(codes_.data(), {B, Cv, pn, pn});
     up.f_hat = av_view(f_hat_.data(), {B, Cv, G, G});

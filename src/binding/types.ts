@@ -109,6 +109,8 @@ export interface NativeModelConfig {
   phi_index: Int32Array;
   /** LR-conditioned decoder (metadata decoder_lr). */
   decoder_lr?: boolean;
+  /** Token mode "mean" (metadata token_mode). */
+  token_mean?: boolean;
   /** VARSR refiner width W and block count (spec 6.1); 0 / absent: no refiner stage. */
   refiner_width?: number;
   refiner_blocks?: number;

@@ -81,6 +81,12 @@ export interface ModelConfig {
    * spec). Set only when true.
    */
   decoderLr?: boolean;
+  /**
+   * Metadata `token_mode` = "mean": each scale's map is the expected codebook vector under the
+   * scale's CFG-mixed distribution, softmax(G) E, instead of the sampled tokens' vectors (issue
+   * 11; not in the spec). The sampled tokens are still reported. Set only when "mean".
+   */
+  tokenMode?: 'mean';
 }
 
 /** Shape and dtype of one stored tensor (what the safetensors reader exposes). */
@@ -212,7 +218,8 @@ const TEXT: MetadataKey<string> = { expected: 'a string', parse: (s) => s };
  * - `cfg` [0, 100] (the guidance default), `color_fix` "adain", "wavelet" or "none";
  *   `status`: any text (escape it before printing: src/text.ts `escapeControl`);
  * - `latent` "image" or "residual", `residual_scale` [1/64, 64] (only with latent "residual");
- * - `decoder_lr` "0" or "1": the LR-conditioned decoder (tensors `decoder.lr_in.<l>.*`).
+ * - `decoder_lr` "0" or "1": the LR-conditioned decoder (tensors `decoder.lr_in.<l>.*`);
+ * - `token_mode` "sample" (spec 5.1) or "mean" (each scale's map is softmax(G) E).
  */
 export const METADATA_KEYS = Object.freeze({
   depth: intKey(1, 1000),
@@ -241,6 +248,7 @@ export const METADATA_KEYS = Object.freeze({
   latent: choiceKey(['image', 'residual'] as const),
   residual_scale: floatKey(1 / 64, 64),
   decoder_lr: BOOL,
+  token_mode: choiceKey(['sample', 'mean'] as const),
 });
 
 /** The parsed values of the {@link METADATA_KEYS} a file states. */
@@ -758,6 +766,7 @@ export function detectConfig(header: WeightsHeader, file: string): ModelConfig {
     // only residual files carry the fields: an image-latent config is exactly what it was before
     ...(latent === 'residual' ? { latent, residualScale: meta.residual_scale ?? 1 } : {}),
     ...(meta.decoder_lr ? { decoderLr: true } : {}),
+    ...(meta.token_mode === 'mean' ? { tokenMode: 'mean' as const } : {}),
   };
 
   const expected = expectedTensors(cfg);

@@ -20,7 +20,8 @@ PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 LATENTS = ("image", "residual")
 RESIDUAL_SCALE_RANGE = (1.0 / 64, 64.0)  # what the engine accepts in __metadata__ residual_scale
 # Fields written to __metadata__ only when they differ from these defaults.
-OPTIONAL_METADATA = {"latent": "image", "residual_scale": 1.0, "decoder_lr": False}
+TOKEN_MODES = ("sample", "mean")
+OPTIONAL_METADATA = {"latent": "image", "residual_scale": 1.0, "decoder_lr": False, "token_mode": "sample"}
 
 # Mask-generator sizes are fixed by spec 11.2 / 11.7 (not config values).
 SCA_LEVEL_EMBED_DIM = 8
@@ -61,6 +62,12 @@ class ModelConfig:
     # decoder.lr_in.<l>.*; c_l = the channels entering level l). Tokens then carry detail only;
     # the structure and the denoising can come from the LR. Off by default (spec 7).
     decoder_lr: bool = False
+    # Token mode (issue 11; a project option, not in the spec). "sample": each scale's map is the
+    # codebook vectors of the sampled tokens (spec 5.1). "mean": it is the expected codebook vector
+    # under the scale's CFG-mixed distribution, h = softmax(G) E (fp32), the minimum-mean-square
+    # estimate when the tokens are uncertain (the sampled tokens are still returned; top-k / top-p
+    # do not change h).
+    token_mode: str = "sample"
 
     def __post_init__(self) -> None:
         self.vq_ch_mult = tuple(int(v) for v in self.vq_ch_mult)
@@ -86,6 +93,8 @@ class ModelConfig:
             raise ValueError("num_classes must be >= 2 (label num_classes-1 is the CFG negative)")
         if self.share_quant_resi < 1:
             raise ValueError("share_quant_resi must be >= 1 (the number of Phi convs)")
+        if self.token_mode not in TOKEN_MODES:
+            raise ValueError(f"token_mode must be one of {TOKEN_MODES}, got {self.token_mode!r}")
         if self.latent not in LATENTS:
             raise ValueError(f"latent must be one of {LATENTS}, got {self.latent!r}")
         if not (RESIDUAL_SCALE_RANGE[0] <= self.residual_scale <= RESIDUAL_SCALE_RANGE[1]):

@@ -16,6 +16,9 @@ __metadata__: every ModelConfig field as a string (patch_nums "1,2,3,...", bools
 "format": "alignvar", "sca": "1"/"0", "dtype", "has_encoder": "1"/"0".
 
 CLI: python3 -m avtrain.export --ckpt runs/x/var.pt --out model.safetensors --dtype bf16
+     [--vqvae runs/dec/vqvae.pt]   (the VQVAE of a train_vqvae / train_decoder checkpoint instead of
+     the one in --ckpt: it must hold the same codebook and Phi convs, so the tokens mean the same;
+     its config's decoder-side options, e.g. decoder_lr, go to the file)
 """
 
 from __future__ import annotations
@@ -112,14 +115,36 @@ def load_training_checkpoint(path: str):
     return var.eval(), vae.eval(), var.cfg
 
 
+def replace_vqvae(var: AlignVAR, vae: VQVAE, path: str) -> Tuple[AlignVAR, VQVAE, ModelConfig]:
+    """The VQVAE of a stage-1 checkpoint in place of `vae`; the tokenizer must be the same."""
+    ck = torch.load(path, map_location="cpu")
+    vcfg = config_from_metadata(ck["cfg"])
+    sd = ck["vqvae"]
+    for k in ["quantize.embedding.weight"] + [k for k in sd if k.startswith("quantize.quant_resi.")]:
+        if k not in sd or not torch.equal(sd[k].float(), vae.state_dict()[k].float()):
+            raise ValueError(f"{path}: {k} differs from the transformer checkpoint's: not the same tokenizer")
+    cfg = var.cfg.replace(decoder_lr=vcfg.decoder_lr)
+    new = VQVAE(cfg, with_encoder=any(k.startswith("encoder.") for k in sd))
+    new.load_state_dict(sd, strict=True)
+    var.cfg = cfg
+    return var, new.eval(), cfg
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ckpt", required=True, help="checkpoint written by avtrain.train_var")
     ap.add_argument("--out", required=True, help="output .safetensors path")
     ap.add_argument("--dtype", default="f32", choices=sorted(_DTYPES))
     ap.add_argument("--keep-encoder", action="store_true", help="also write encoder.* and quant_conv.*")
+    ap.add_argument("--vqvae", default=None, help="take the VQVAE from this stage-1 checkpoint (same tokenizer)")
+    ap.add_argument("--token-mode", default=None, choices=("sample", "mean"),
+                    help="ModelConfig.token_mode written to the file (default: the checkpoint's)")
     args = ap.parse_args(argv)
     var, vae, cfg = load_training_checkpoint(args.ckpt)
+    if args.vqvae:
+        var, vae, cfg = replace_vqvae(var, vae, args.vqvae)
+    if args.token_mode:
+        cfg = var.cfg = cfg.replace(token_mode=args.token_mode)
     export_model(var, vae, args.out, dtype=args.dtype, keep_encoder=args.keep_encoder)
     n = sum(t.numel() for t in export_tensors(var, vae, args.dtype, args.keep_encoder and vae.with_encoder).values())
     print(f"wrote {args.out}: {n} values, sca={int(cfg.sca)}, dtype={args.dtype}")

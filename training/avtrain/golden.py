@@ -234,6 +234,7 @@ def _generate(out_dir: str) -> Dict[str, str]:
     save_file(tensors, paths["golden.safetensors"], meta)
     paths["golden-residual.safetensors"] = residual_golden(out_dir, lr_u8)
     paths["golden-declr.safetensors"] = declr_golden(out_dir, lr_u8)
+    paths["golden-tokmean.safetensors"] = tokmean_golden(out_dir, lr_u8)
     return paths
 
 
@@ -281,6 +282,25 @@ def declr_golden(out_dir: str, lr_u8: np.ndarray) -> str:
     tensors = {**lr_in, "d.dec": out["d.dec"], "d.img_u8": out["d.img_u8"]}
     meta = {**DECLR_META, **{f"d.{k}": (repr(v) if isinstance(v, float) else str(v)) for k, v in CASE_A.items()}}
     path = os.path.join(out_dir, "golden-declr.safetensors")
+    save_file(tensors, path, meta)
+    return path
+
+
+TOKMEAN_META = {"token_mode": "mean"}
+
+
+def tokmean_golden(out_dir: str, lr_u8: np.ndarray) -> str:
+    """golden-tokmean.safetensors: tiny-model.safetensors with token_mode = mean (each scale's map
+    softmax(G) E; config.token_mode), run as case a (cfg 2: the CFG mix feeds the softmax). Holds
+    m.s{si}.idx (the sampled tokens, still reported), m.s{si}.f_hat and m.img_u8 (no colour fix)."""
+    var, vae, cfg = load_model(os.path.join(out_dir, "tiny-model.safetensors"))
+    mcfg = cfg.replace(token_mode=TOKMEAN_META["token_mode"])
+    var.cfg, vae.cfg, vae.quantize.cfg = mcfg, mcfg, mcfg
+    lr_m11, up01, lr01 = preprocess_lr(lr_u8, cfg.hr_size)
+    out, _ = _case("m", var, vae, lr_m11, up01, lr01, CASE_A, per_scale_f_hat=True, images=True)
+    tensors = {k: v for k, v in out.items() if ".idx" in k or ".f_hat" in k or k == "m.img_u8"}
+    meta = {**TOKMEAN_META, **{f"m.{k}": (repr(v) if isinstance(v, float) else str(v)) for k, v in CASE_A.items()}}
+    path = os.path.join(out_dir, "golden-tokmean.safetensors")
     save_file(tensors, path, meta)
     return path
 

@@ -413,7 +413,12 @@ class AlignVAR(nn.Module):
                 if force_idx is not None and si < len(force_idx):  # teacher-forced prefix (diagnosis)
                     idx = force_idx[si].to(device)
                 idx_all.append(idx)
-                h = vqvae.quantize.idx_to_h(idx, pn)
+                if cfg.token_mode == "mean" and not (force_idx is not None and si < len(force_idx)):
+                    # ModelConfig.token_mode "mean": the expected code under softmax(G)
+                    p = torch.softmax(Gm.float(), dim=-1)  # [B, pn^2, V]
+                    h = (p @ vqvae.quantize.embedding.weight.float()).transpose(1, 2).reshape(B, cfg.cvae, pn, pn)
+                else:
+                    h = vqvae.quantize.idx_to_h(idx, pn)
                 f_hat = vqvae.quantize.accumulate(si, f_hat, h)
                 if return_intermediates:
                     inter["scales"].append(dict(G=Gm, Z=Z.float(), idx=idx, f_hat=f_hat.clone(), t=t))

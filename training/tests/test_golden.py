@@ -12,7 +12,7 @@ from avtrain.safetensors_io import load_file
 from conftest import GOLDEN_DIR
 
 FILES = ("tiny-model.safetensors", "tiny-model-nosca.safetensors", "golden.safetensors", "golden-residual.safetensors",
-         "golden-declr.safetensors")
+         "golden-declr.safetensors", "golden-tokmean.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def compare(committed, regenerated):
             err = (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
             if not err <= FLOAT_REL * scale:  # `not <=` also catches NaN
                 bad.append(f"{k}: max abs diff {err:.3g} > {FLOAT_REL:g} x max|t| = {FLOAT_REL * scale:.3g}")
-        elif a.dtype == torch.uint8 and k.endswith("_u8") and k[:2] in ("a.", "r.", "d.") and ".img" in k:
+        elif a.dtype == torch.uint8 and k.endswith("_u8") and k[:2] in ("a.", "r.", "d.", "m.") and ".img" in k:
             d = (a.int() - b.int()).abs()
             frac = (d > 0).double().mean().item()
             if d.max().item() > IMAGE_MAX_LSB or frac > IMAGE_MAX_FRACTION:
