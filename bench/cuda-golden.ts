@@ -11,13 +11,18 @@
  * - The tiny golden model (random weights), the golden LR: reported only. Its logits are near
  *   flat, so the CUDA backend's bf16-staged GEMM activations flip tokens that a trained model's
  *   margins keep (see test/golden/kv-cache.test.ts for the same effect from a bf16 cache).
+ * - VARSR's refiner: test/fixtures/pth/varsr-tiny.pth converted (random weights, a W 16 refiner),
+ *   cfg 2 so the refiner's guidance runs, reported only, like the tiny model.
  *
  * AV_BENCH_BACKEND=cpu dry-runs it without a GPU (CPU against CPU: identical by construction).
  * Exit status 1 when a gate fails, 0 otherwise (also when the backend is unavailable: it says so).
  */
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { convertCheckpoint } from '../src/convert/index.js';
 import { Engine } from '../src/engine.js';
 import { DEFAULT_MODEL_PATH } from '../src/upscaler.js';
 import { SafetensorsFile } from '../src/weights/safetensors.js';
@@ -29,6 +34,7 @@ const args = process.argv.slice(2);
 const jsonOut = args.includes('--json') ? args[args.indexOf('--json') + 1] : undefined;
 const TINY = fileURLToPath(new URL('../test/fixtures/golden/tiny-model.safetensors', import.meta.url));
 const GOLDEN = fileURLToPath(new URL('../test/fixtures/golden/golden.safetensors', import.meta.url));
+const VARSR = fileURLToPath(new URL('../test/fixtures/pth/varsr-tiny.pth', import.meta.url));
 const MIN_AGREE = 0.999;
 const MIN_PSNR = 45;
 
@@ -49,12 +55,13 @@ async function compare(
   n: number,
   kvCache: 'f32' | 'bf16',
   gate: boolean,
+  cfg = 0,
 ): Promise<Row> {
   const run = async (backend: 'cpu' | 'cuda'): Promise<{ img: Uint8Array; idx: number[] }> => {
     const e = await Engine.create(model, { backend, kvCache });
     try {
       const idx: number[] = [];
-      const img = await e.run(tiles, n, { cfg: 0, topK: 1, onStep: (_, t) => void idx.push(...t) });
+      const img = await e.run(tiles, n, { cfg, topK: 1, onStep: (_, t) => void idx.push(...t) });
       return { img, idx };
     } finally {
       await e.dispose();
@@ -87,6 +94,17 @@ async function main(): Promise<number> {
   for (const kv of ['f32', 'bf16'] as const)
     rows.push(await compare(DEFAULT_MODEL_PATH, 'default', tiles, 8, kv, true));
   rows.push(await compare(TINY, 'tiny (random weights)', lr, 2, 'f32', false));
+  const tmp = mkdtempSync(join(tmpdir(), 'av-cuda-golden-'));
+  try {
+    const varsr = join(tmp, 'varsr-tiny.safetensors');
+    await convertCheckpoint({ var: VARSR, out: varsr });
+    const e = await Engine.create(varsr, { backend: 'cpu' });
+    const side = e.lrSize;
+    await e.dispose();
+    rows.push(await compare(varsr, 'varsr-tiny + refiner', syntheticTiles(2, side), 2, 'f32', false, 2));
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
   console.log(`cuda-golden: ${BACKEND} against cpu, greedy; gate: agreement >= ${MIN_AGREE}, PSNR >= ${MIN_PSNR} dB`);
   for (const r of rows)
     console.log(
