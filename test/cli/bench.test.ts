@@ -5,12 +5,10 @@
  * VARSR's refiner (test/fixtures/pth/varsr-tiny.pth converted here: W 16, 2 blocks) gets the
  * refiner as its own row, which `--no-refiner` removes.
  */
-import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -18,26 +16,11 @@ import { refinerCost } from '../../src/bench/cost.js';
 import type { EngineBenchResult } from '../../src/bench/engine-bench.js';
 import { batchTable } from '../../src/cli/bench.js';
 import { convertCheckpoint } from '../../src/convert/index.js';
+import { ROOT, cli } from '../helpers/cli.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const CLI = join(ROOT, 'src', 'cli', 'main.ts');
 const MODEL = join(ROOT, 'test', 'fixtures', 'golden', 'tiny-model.safetensors');
 const HAVE_MODEL = existsSync(MODEL);
 if (!HAVE_MODEL) console.log(`cli/bench: skipped: fixture ${MODEL} does not exist`);
-
-function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((done) => {
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', CLI, ...args],
-      { cwd: ROOT, env: { ...process.env, NO_COLOR: '1' }, timeout: 300_000 },
-      (err, stdout, stderr) => {
-        const code = err ? ((err as { code?: number }).code ?? 1) : 0;
-        done({ code: typeof code === 'number' ? code : 1, stdout, stderr });
-      },
-    );
-  });
-}
 
 describe.skipIf(!HAVE_MODEL)('alignvar bench (tiny model)', () => {
   it('prints one row per scale for each tile batch, with prepare, decode, 512² and tiles/s', async () => {

@@ -2,34 +2,17 @@
  * `alignvar convert` end to end as a child process on the tiny VARSR fixture: exit statuses
  * (0 written, 1 refused checkpoint, 2 usage), the summary line and the written model.
  */
-import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { SafetensorsFile } from '../../src/weights/safetensors.js';
+import { ROOT, cli } from '../helpers/cli.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const CLI = join(ROOT, 'src', 'cli', 'main.ts');
 const PTH = join(ROOT, 'test', 'fixtures', 'pth');
-
-function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((done) => {
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', CLI, ...args],
-      { cwd: ROOT, timeout: 120_000 },
-      (err, stdout, stderr) => {
-        const code = err ? ((err as { code?: number }).code ?? 1) : 0;
-        done({ code: typeof code === 'number' ? code : 1, stdout, stderr });
-      },
-    );
-  });
-}
 
 describe('alignvar convert', () => {
   let tmp: string;

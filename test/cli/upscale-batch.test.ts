@@ -3,19 +3,18 @@
  * inputs, -r mirroring, resume and --overwrite, --name, --json, plain and TTY progress, and a
  * `kill -9` in the middle of a batch followed by the same command.
  */
-import { execFile, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const CLI = join(ROOT, 'src', 'cli', 'main.ts');
+import { CLI, ROOT, cli } from '../helpers/cli.js';
+
 const MODEL = join(ROOT, 'test', 'fixtures', 'golden', 'tiny-model.safetensors');
 const HAVE_MODEL = existsSync(MODEL);
 if (!HAVE_MODEL) console.log(`cli/upscale-batch: skipped: fixture ${MODEL} does not exist`);
@@ -24,26 +23,6 @@ if (!HAVE_SCRIPT)
   console.log('cli/upscale-batch: TTY progress test skipped: no `script` command for a pseudo-terminal');
 
 const COMMON = ['--model', MODEL, '--device', 'cpu'];
-
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(...args: string[]): Promise<Result> {
-  return new Promise((done) => {
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', CLI, ...args],
-      { cwd: ROOT, env: { ...process.env, NO_COLOR: '1' }, timeout: 300_000 },
-      (err, stdout, stderr) => {
-        const code = err ? ((err as { code?: number }).code ?? 1) : 0;
-        done({ code: typeof code === 'number' ? code : 1, stdout, stderr });
-      },
-    );
-  });
-}
 
 interface JsonLine {
   input: string;

@@ -2,41 +2,19 @@
  * The `alignvar` command end to end, run as a child process (`node --import tsx src/cli/main.ts`)
  * on the tiny model fixture. Skipped, with the reason printed, while the fixture does not exist.
  */
-import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const CLI = join(ROOT, 'src', 'cli', 'main.ts');
+import { ROOT, cli } from '../helpers/cli.js';
+
 const MODEL = join(ROOT, 'test', 'fixtures', 'golden', 'tiny-model.safetensors');
 const HAVE_MODEL = existsSync(MODEL);
 if (!HAVE_MODEL) console.log(`golden/cli: skipped: fixture ${MODEL} does not exist yet`);
-
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(...args: string[]): Promise<Result> {
-  return new Promise((resolveRun) => {
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', CLI, ...args],
-      { cwd: ROOT, env: { ...process.env, NO_COLOR: '1' }, timeout: 300_000 },
-      (err, stdout, stderr) => {
-        const code = err ? ((err as { code?: number }).code ?? 1) : 0;
-        resolveRun({ code: typeof code === 'number' ? code : 1, stdout, stderr });
-      },
-    );
-  });
-}
 
 async function rgbaPng(w: number, h: number): Promise<Buffer> {
   const raw = Uint8Array.from({ length: w * h * 4 }, (_, k) => {
