@@ -109,7 +109,10 @@ def main(argv=None) -> None:
                             lr=args.lr, betas=(args.beta1, args.beta2))
     start = 0
     if resume:
-        opt.load_state_dict(ck["opt"])
+        try:
+            opt.load_state_dict(ck["opt"])
+        except ValueError:  # a compact.restore'd checkpoint carries a whole-VQVAE AdamW: fresh moments
+            pass
         start = int(ck["step"])
         set_rng_state(ck["rng"])
     warmup = args.warmup_steps if args.warmup_steps >= 0 else max(1, args.steps // 20)

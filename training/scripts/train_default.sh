@@ -45,17 +45,25 @@ if [[ "$RECIPE" == "residual" ]]; then
   # seed runs/ from the committed compact checkpoint (training/README.md, "Continue on a fresh machine").
   # Run it in the background, e.g.:
   #   OMP_NUM_THREADS=2 nohup nice -n 19 training/scripts/train_default.sh > /work/runs/train.log 2>&1 &
-  VQ_STEPS=${VQ_STEPS:-2000}; VAR_STEPS=${VAR_STEPS:-8000}
-  # stage 1: L1 + 1.0 x finite-difference L1 on the output (base + 0.25 * decoder), VQ loss, mixed LR
-  $P vqvae --config residual --out runs/vq-residual --steps "$VQ_STEPS" --batch 8 --lr 2e-3 --warmup-steps 10 \
-      --loss l1 --grad-l1 1.0 --degrade mixed --restart-every 20 --restart-threshold 0.5 \
+  VQ_STEPS=${VQ_STEPS:-1000}; VAR_STEPS=${VAR_STEPS:-2000}; DEC_STEPS=${DEC_STEPS:-1000}
+  # stage 1: L1 + 1.0 x finite-difference L1 + 0.5 x Fourier-amplitude L1 on the output
+  # (base + 0.25 * decoder), VQ loss, mixed LR; lr 5e-4, dead codes re-seeded every 100 steps
+  # (the session-1 variant "vq-residual-b": lr 2e-3 / restarts every 20 stayed at the bicubic floor)
+  $P vqvae --config residual --out runs/vq-residual-b --steps "$VQ_STEPS" --batch 8 --lr 5e-4 --warmup-steps 10 \
+      --loss l1 --grad-l1 1.0 --fft-l1 0.5 --degrade mixed --restart-every 100 --restart-threshold 0.5 \
       --log-every 10 --val-every 100 --val-images 10 --ckpt-every 25 --resume
-  # stage 2: CE + 1.0 * HCC, SCA on, mixed bicubic / Real-ESRGAN LR, the stage-2 fixes of the old recipe
-  $P var --config residual --vqvae runs/vq-residual/vqvae.pt --out runs/var-residual --steps "$VAR_STEPS" \
+  # stage 2: CE + 1.0 * HCC, SCA on, mixed bicubic / Real-ESRGAN LR (session 2 ran it with
+  # --steps 3000 to step 600, then resumed with --steps 2000: the schedule's decay starts at 700)
+  $P var --config residual --vqvae runs/vq-residual-b/vqvae.pt --out runs/var-residual-b --steps "$VAR_STEPS" \
       --batch 4 --lr 1e-3 --attn-temp-init 25 --cond-init he --input-mask 0.5 --hcc-lambda 1.0 --degrade mixed \
-      --log-every 10 --val-every 250 --val-images 10 --ckpt-every 25 --resume
-  # export (no colour fix: a residual file defaults to none) and evaluation through the engine
-  $P export --ckpt runs/var-residual/var.pt --out "$MODELS/alignvar-residual.safetensors" --dtype bf16 --cfg 0
+      --log-every 10 --val-every 500 --val-images 10 --ckpt-every 25 --resume
+  # stage 1b: the LR-conditioned decoder (decoder_lr) for the frozen stage-1 tokenizer
+  OMP_NUM_THREADS=${DEC_THREADS:-2} $PY -m avtrain.train_decoder --init runs/vq-residual-b/vqvae.pt --out runs/dec-lr \
+      --steps "$DEC_STEPS" --batch 6 --lr 5e-4 --grad-l1 1.0 --fft-l1 0.5 --val-every 250 --val-images 10 \
+      --ckpt-every 25 --log-every 10 --resume
+  # export: the transformer of stage 2, the decoder of stage 1b, token_mode mean, no colour fix
+  $P export --ckpt runs/var-residual-b/var.pt --vqvae runs/dec-lr/vqvae.pt --token-mode mean \
+      --out "$MODELS/alignvar-residual.safetensors" --dtype bf16 --cfg 0
   $PY -m avtrain.evaluate --model "$MODELS/alignvar-residual.safetensors" \
       --out-json "$MODELS/eval-residual.json" --out-md "$MODELS/eval-residual.md"
   exit 0
