@@ -4,7 +4,7 @@
  * in the same process.
  *
  *   ALIGNVAR_ADDON=/tmp/build-bench/Release/alignvar.node npx tsx bench/upscale.bench.ts \
- *     [--configs tiny,small,small512] [--batches 1,2,4] [--samples 5] [--time 20] [--dtype bf16]
+ *     [--configs tiny,small,small512] [--batches 1,2,4] [--samples 5] [--time 20] [--dtype bf16] [--cfg 6] [--json out.json]
  *
  * Configs: `tiny` is the golden fixture (test/fixtures/golden/tiny-model.safetensors, f32);
  * `small` and `small512` are random-weight models of those presets (training/avtrain/config.py),
@@ -69,6 +69,10 @@ interface ConfigSpec {
 }
 
 const DTYPE = argOf('--dtype') ?? 'bf16';
+// Guidance of the timed runs (default 6, VARSR's; 0 runs without the negative half, as the
+// embedded model's metadata asks) and where the JSON goes (default bench/results/cpu-upscale.json).
+const CFG = Number(argOf('--cfg') ?? 6);
+const JSON_OUT = argOf('--json');
 const MODEL_DIR = process.env.ALIGNVAR_BENCH_MODELS ?? join(tmpdir(), 'alignvar-bench');
 
 function configSpec(name: string): ConfigSpec {
@@ -290,6 +294,7 @@ async function child(config: string, B: number, samples: number, maxTime: number
     const ms: number[] = [];
     await engine.run(tiles, B, {
       seed: 1,
+      cfg: CFG,
       onProgress: (p) => {
         const now = performance.now();
         if (p.scale === 0) first = now - t0 - p.ms;
@@ -334,8 +339,8 @@ async function child(config: string, B: number, samples: number, maxTime: number
   for (let i = 0; i < 5; i++) await lanczos();
   const lz = await bench('lanczos3', lanczos, 20, 2);
 
-  // The spec-9 cost model shared with `alignvar bench`; the engine runs with cfg 6 here (R = 2).
-  const sf = stepCosts(cfg, sched, true);
+  // The spec-9 cost model shared with `alignvar bench`; R = 2 rows per image when cfg != 0.
+  const sf = stepCosts(cfg, sched, CFG !== 0);
   const conv = convCosts(cfg);
   const trans = sf.reduce((a, s) => a + s.total, 0);
   const scales: ScaleRow[] = sf.map((s, i) => {
@@ -363,7 +368,7 @@ async function child(config: string, B: number, samples: number, maxTime: number
   const prepareMs = median(prep);
   const decodeMs = median(dec);
   const stepsMs = scales.reduce((a, s) => a + s.ms, 0);
-  const rc = refinerDims ? refinerCost(cfg, refinerDims, true, B) : undefined;
+  const rc = refinerDims ? refinerCost(cfg, refinerDims, CFG !== 0, B) : undefined;
   let refiner: RefinerRow | undefined;
   if (refinerDims && rc) {
     const ms = median(refMs);
@@ -492,6 +497,8 @@ function runChild(config: string, B: number, samples: number, maxTime: number): 
         String(B),
         String(samples),
         String(maxTime),
+        '--cfg',
+        String(CFG),
       ],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
@@ -510,7 +517,9 @@ const f = (v: number, d = 1): string => v.toFixed(d);
 
 function tables(results: ChildResult[]): string {
   const lines: string[] = [];
-  lines.push('Per-scale step latency (B = 1, CFG: 2 rows per image; GFLOP per spec 9.1 with the config sizes)\n');
+  lines.push(
+    `Per-scale step latency (B = 1, ${CFG !== 0 ? 'CFG: 2 rows per image' : 'no CFG: 1 row per image'}; GFLOP per spec 9.1 with the config sizes)\n`,
+  );
   for (const r of results.filter((x) => x.B === 1)) {
     lines.push(`${r.config} (d${r.depth}, C ${r.width}, V ${r.vocab}, ${r.dtype}, ${r.lrSize} -> ${r.hrSize})\n`);
     lines.push('| si | pn | Lq | Lk | ms/step | GFLOP/step | GFLOP/s |');
@@ -585,7 +594,7 @@ async function main(): Promise<void> {
     `\n${tables(results)}\n\nbest tile batch: ${JSON.stringify(best)}; load ${loadStart.join(' ')} -> ${loadEnd.join(' ')}`,
   );
 
-  const file = join(HERE, 'results', 'cpu-upscale.json');
+  const file = JSON_OUT ? resolve(JSON_OUT) : join(HERE, 'results', 'cpu-upscale.json');
   writeFileSync(
     file,
     JSON.stringify(
@@ -594,7 +603,7 @@ async function main(): Promise<void> {
         machine,
         // 1/5/15-minute load averages: other processes (builds) share the cores.
         loadAverage1m5m15m: { start: loadStart, end: loadEnd },
-        settings: { samples, maxTimeS: maxTime, cfg: 6, topK: 1, topP: 0.75, colorFix: 'adain' },
+        settings: { samples, maxTimeS: maxTime, cfg: CFG, topK: 1, topP: 0.75, colorFix: "the model's default" },
         bestBatch: best,
         results,
       },

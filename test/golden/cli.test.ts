@@ -162,7 +162,7 @@ describe.skipIf(!HAVE_MODEL)('alignvar (tiny model)', () => {
     expect(info.code, info.stderr).toBe(0);
     expect(info.stdout).toMatch(/Model: .*models\/alignvar-default\.safetensors/);
     expect(info.stdout).toContain('tile: 32x32 -> 128x128 (x4)');
-    expect(info.stdout).toContain('default cfg 0, colour fix wavelet');
+    expect(info.stdout).toContain('default cfg 0, colour fix none');
     expect(info.stdout).toMatch(/status: .*models\/MODEL_CARD\.md/);
     const input = join(dir, 'default-in.png');
     await writeFile(input, await rgbaPng(70, 50));
