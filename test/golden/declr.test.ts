@@ -15,43 +15,23 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { Engine } from '../../src/engine.js';
-import {
-  SafetensorsFile,
-  type SafetensorsTensorInput,
-  toFloat32,
-  writeSafetensors,
-} from '../../src/weights/safetensors.js';
+import { type SafetensorsTensorInput, writeSafetensors } from '../../src/weights/safetensors.js';
 import { relErr } from '../helpers/index.js';
+import { type FixtureTensors, readFixture } from '../helpers/tensors.js';
 
 const DIR = new URL('../fixtures/golden/', import.meta.url).pathname;
 
-async function readAll(path: string) {
-  const f = await SafetensorsFile.open(path);
-  try {
-    const t: Record<string, SafetensorsTensorInput> = {};
-    const raw = new Map<string, Uint8Array>();
-    for (const [name, info] of f.tensors) {
-      const b = await f.read(name);
-      if (info.dtype === 'F32') t[name] = { dtype: 'F32', shape: info.shape, data: toFloat32(info, b) };
-      else raw.set(name, new Uint8Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength)));
-    }
-    return { t, raw, meta: { ...f.metadata } };
-  } finally {
-    await f.close();
-  }
-}
-
 describe('LR-conditioned decoder (decoder_lr)', () => {
   let dir: string;
-  let model: Awaited<ReturnType<typeof readAll>>;
-  let golden: Awaited<ReturnType<typeof readAll>>;
+  let model: FixtureTensors;
+  let golden: FixtureTensors;
   let lr: Uint8Array;
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'alignvar-declr-'));
-    model = await readAll(`${DIR}tiny-model.safetensors`);
-    golden = await readAll(`${DIR}golden-declr.safetensors`);
-    lr = (await readAll(`${DIR}golden.safetensors`)).raw.get('input.lr_u8')!;
+    model = await readFixture(`${DIR}tiny-model.safetensors`);
+    golden = await readFixture(`${DIR}golden-declr.safetensors`);
+    lr = (await readFixture(`${DIR}golden.safetensors`)).raw.get('input.lr_u8')!;
   });
   afterAll(async () => {
     await rm(dir, { recursive: true, force: true });

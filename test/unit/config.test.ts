@@ -8,6 +8,7 @@ import {
   scaTensorNames,
   scheduleOf,
 } from '../../src/model/config.js';
+import { D24_CONFIG } from '../helpers/configs.js';
 
 /** The tiny golden config of training/avtrain/config.py. */
 const TINY: ModelConfig = {
@@ -77,28 +78,7 @@ describe('detectConfig', () => {
   });
 
   it('derives the d24 config of spec 8.4 from shapes with the default schedule', () => {
-    const d24: ModelConfig = {
-      depth: 24,
-      width: 1536,
-      heads: 24,
-      mlpHidden: 6144,
-      vocab: 4096,
-      cvae: 32,
-      numClasses: 2,
-      patchNums: [1, 2, 3, 4, 6, 9, 13, 18, 24, 32],
-      condCh: [32, 128, 256, 512, 1536],
-      vqCh: 160,
-      vqChMult: [1, 1, 2, 2, 4],
-      vqNumRes: 2,
-      vqAttnAtLowest: true,
-      nPhi: 4,
-      quantResi: 0.5,
-      ropeBase: 10000,
-      sca: false,
-      grid: 32,
-      hrSize: 512,
-      lrSize: 128,
-    };
+    const d24: ModelConfig = D24_CONFIG;
     // A converted VARSR checkpoint: no metadata, refiner and encoder keys present (ignored).
     const tensors = tensorsOf(d24, {
       'diffloss.net.input_proj.weight': [1024, 32],

@@ -8,29 +8,9 @@ import { describe, expect, it } from 'vitest';
 import { convCosts, refinerCost, stepCosts } from '../../src/bench/cost.js';
 import { type ModelConfig, scheduleOf } from '../../src/model/config.js';
 import { REFINER_STEPS, type RefinerDims, refinerTensors } from '../../src/model/refiner.js';
+import { D24_CONFIG } from '../helpers/configs.js';
 
-const D24: ModelConfig = {
-  depth: 24,
-  width: 1536,
-  heads: 24,
-  mlpHidden: 6144,
-  vocab: 4096,
-  cvae: 32,
-  numClasses: 2,
-  patchNums: [1, 2, 3, 4, 6, 9, 13, 18, 24, 32],
-  condCh: [32, 128, 256, 512, 1536],
-  vqCh: 160,
-  vqChMult: [1, 1, 2, 2, 4],
-  vqNumRes: 2,
-  vqAttnAtLowest: true,
-  nPhi: 4,
-  quantResi: 0.5,
-  ropeBase: 10000,
-  sca: false,
-  grid: 32,
-  hrSize: 512,
-  lrSize: 128,
-};
+const D24: ModelConfig = D24_CONFIG;
 const VARSR_REFINER: RefinerDims = { width: 1024, blocks: 6 };
 
 /** MACs of one row through the refiner's linears whose names match, from refinerTensors. */
