@@ -3,8 +3,11 @@
  * vector softmax(G) E under the CFG-mixed logits instead of the sampled tokens' vectors. The
  * engine against the reference (training/avtrain/golden.py tokmean_golden) on the tiny golden
  * model with the key added, golden case a (cfg 2, greedy): the reported tokens are identical at
- * every scale, f_hat after every scale within 1e-5 of the reference's largest magnitude (the
- * suite's float tolerance), the image within 1 LSB on at most 0.1% of its bytes.
+ * every scale, f_hat after every scale within 5e-5 of the reference's largest magnitude, the
+ * image within 1 LSB on at most 0.1% of its bytes. 5e-5, not the suite's 1e-5: the soft codes
+ * carry each scale's float differences into the next scale's input (the argmax of sample mode
+ * quantizes them away); measured 4.6e-6 (AVX-512), 4.2e-6 (AV_SIMD=avx2), 8.9e-6 (scalar), and
+ * the reference itself moves by 1.2e-5 across PyTorch's SIMD paths (training/tests/test_golden.py).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -57,7 +60,7 @@ describe('token mode "mean"', () => {
         },
       });
       console.log(`token mean: f_hat max rel ${Math.max(...errs).toExponential(2)}`);
-      for (const e of errs) expect(e).toBeLessThan(1e-5);
+      for (const e of errs) expect(e).toBeLessThan(5e-5);
       // the mode is in effect: the final f_hat is not the sampled tokens' one (golden case a)
       const sampled = (await readFixture(`${DIR}golden.safetensors`)).t['a.s9.f_hat']!.data as Float32Array;
       expect(maxAbs((await eng._session._debug('f_hat')).data, sampled)).toBeGreaterThan(1e-2);

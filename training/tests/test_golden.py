@@ -35,6 +35,11 @@ def regenerated(tmp_path_factory):
 # A changed weight moves the outputs more (test_tolerance_catches_a_perturbed_weight: 1e-3 on one
 # FFN weight gives 1.6e-5 to 1.3e-4 x max|t| on every logits tensor, and flips tokens at a.s9).
 FLOAT_REL = 1e-5
+# Token mode "mean" (golden-tokmean): each scale's map is softmax(G) E, so a float difference in
+# one scale's logits reaches the next scale's input instead of being quantized away by the
+# argmax; at ATEN_CPU_CAPABILITY default the committed m.s9.f_hat moved by 1.15e-5 x max|t|
+# (AVX-512 machine). 5e-5 is 4x that; the engine test (test/golden/tokmean.test.ts) uses the same.
+FLOAT_REL_BY_PREFIX = {"m.": 5e-5}
 # uint8 images are floor(255 * x + 0.5) of float outputs: a value at a rounding boundary flips by
 # one LSB when the float below it moves by one ulp. Measured: <= 210 of 393216 bytes (0.053%) and
 # never more than 1 LSB. The engine comparison (test/golden/engine.test.ts) allows the same.
@@ -52,8 +57,9 @@ def compare(committed, regenerated):
         elif a.is_floating_point():
             scale = a.double().abs().max().item() if a.numel() else 0.0
             err = (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
-            if not err <= FLOAT_REL * scale:  # `not <=` also catches NaN
-                bad.append(f"{k}: max abs diff {err:.3g} > {FLOAT_REL:g} x max|t| = {FLOAT_REL * scale:.3g}")
+            rel = FLOAT_REL_BY_PREFIX.get(k[:2], FLOAT_REL)
+            if not err <= rel * scale:  # `not <=` also catches NaN
+                bad.append(f"{k}: max abs diff {err:.3g} > {rel:g} x max|t| = {rel * scale:.3g}")
         elif a.dtype == torch.uint8 and k.endswith("_u8") and k[:2] in ("a.", "r.", "d.", "m.") and ".img" in k:
             d = (a.int() - b.int()).abs()
             frac = (d > 0).double().mean().item()
