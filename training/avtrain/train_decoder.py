@@ -14,6 +14,13 @@ x Fourier-amplitude L1 on the output (base + residual_scale x decoder), divided 
 residual_scale, as train_vqvae. Writes <out>/vqvae.pt in train_vqvae's format (the config
 with decoder_lr), so train_var, export and diagnose take it as a VQVAE checkpoint; --resume
 continues. Validation: PSNR-Y / SSIM-Y / sharpness with all tokens and with none.
+
+--var <exported .safetensors> trains the decoder on what it decodes at inference: with
+probability --model-prob a batch's f_hat is that transformer's free-running f_hat (cfg 0, greedy,
+in the file's token mode: the expected code under "mean"), generated from the batch's LR with
+the frozen quantizer of --init; the other batches take the ground-truth f_hat above. The
+transformer itself does not train. Validation then also reports the "model" row: the output
+from the transformer's f_hat, which is what the engine computes (up to bf16 rounding).
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ def parse_args(argv=None):
     ap.add_argument("--grad-l1", type=float, default=1.0)
     ap.add_argument("--fft-l1", type=float, default=0.5)
     ap.add_argument("--degrade", default="mixed", choices=("realesrgan", "bicubic", "mixed"))
+    ap.add_argument("--var", default=None, help="exported .safetensors whose transformer supplies f_hat (see above)")
+    ap.add_argument("--model-prob", type=float, default=0.75, help="with --var: probability of the transformer's f_hat")
     return ap.parse_args(argv)
 
 
@@ -64,16 +73,29 @@ def partial_f_hat(vae: VQVAE, idx, k: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(vae: VQVAE, hr_all: torch.Tensor, up_all: torch.Tensor) -> dict:
+def model_f_hat(var, vae: VQVAE, lr_u8) -> torch.Tensor:
+    """The transformer's free-running f_hat for LR tiles [B, h, w, 3] uint8 (cfg 0, greedy)."""
+    lr_m11, _, lr01 = preprocess_lr(lr_u8.numpy(), vae.cfg.hr_size)
+    dev = vae.quantize.embedding.weight.device
+    return var.generate(vae, lr_m11.to(dev), lr01.to(dev), cfg_scale=0.0, top_k=1)[0]
+
+
+@torch.no_grad()
+def validate(vae: VQVAE, hr_all: torch.Tensor, up_all: torch.Tensor, var=None, lr_all=None) -> dict:
     vae.eval()
     out = {}
     K = len(vae.cfg.patch_nums)
-    for name, k in (("all", K), ("none", 0)):
+    rows = (("all", K), ("none", 0)) + ((("model", -1),) if var is not None else ())
+    for name, k in rows:
         ps, ss, sh = [], [], []
         for i in range(0, hr_all.shape[0], 4):
             hr, up01 = hr_all[i:i + 4], up_all[i:i + 4]
-            idx, _ = vae.f_to_idx(vae.img_to_f(vae.encoder_input(hr, up01)).float())
-            rec = vae.output(partial_f_hat(vae, idx, k), up01)
+            if k < 0:
+                f_hat = model_f_hat(var, vae, lr_all[i:i + 4])
+            else:
+                idx, _ = vae.f_to_idx(vae.img_to_f(vae.encoder_input(hr, up01)).float())
+                f_hat = partial_f_hat(vae, idx, k)
+            rec = vae.output(f_hat, up01)
             for x, y in zip(hr_to_u8(rec), hr_to_u8(hr)):
                 ps.append(metrics.psnr_y(x, y))
                 ss.append(metrics.ssim_y(x, y))
@@ -122,12 +144,25 @@ def main(argv=None) -> None:
                          degrade=args.degrade)
     items = [val_ds[i] for i in range(min(args.val_images, len(val_ds)))]
     val_hr = torch.stack([it["hr"] for it in items]).to(device)
-    val_up = preprocess_lr(torch.stack([it["lr_u8"] for it in items]).numpy(), cfg.hr_size)[1].to(device)
+    val_lr = torch.stack([it["lr_u8"] for it in items])
+    val_up = preprocess_lr(val_lr.numpy(), cfg.hr_size)[1].to(device)
+    var = None
+    if args.var:
+        from .export import load_model
+
+        var, _, vcfg = load_model(args.var, device)
+        if config_to_metadata(vcfg.replace(decoder_lr=True, token_mode="sample")) != config_to_metadata(
+                cfg.replace(token_mode="sample")):
+            raise SystemExit(f"{args.var}: its config does not match --init's tokenizer")
+        var.requires_grad_(False)
+
+    def val():
+        return validate(vae, val_hr, val_up, var, val_lr)
     train_ds.preload()
     log = JsonlLog(os.path.join(args.out, "log.jsonl"), resume_step=start if resume else None)
     if not resume:
         log.write({"event": "start", "stage": "decoder", "config": config_to_metadata(cfg), "args": vars(args),
-                   "trainable": sum(p.numel() for p in params), **validate(vae, val_hr, val_up)})
+                   "trainable": sum(p.numel() for p in params), **val()})
     else:
         log.write({"event": "resume", "step": start, "args": vars(args)})
     gen = torch.Generator().manual_seed(args.seed + start)
@@ -146,7 +181,11 @@ def main(argv=None) -> None:
             idx, _ = vae.f_to_idx(vae.img_to_f(vae.encoder_input(hr, up01)).float())
         full = torch.rand((), generator=gen).item() < args.full_prob
         k = K if full else int(torch.randint(0, K, (), generator=gen).item())
-        f_hat = partial_f_hat(vae, idx, k)
+        if var is not None and torch.rand((), generator=gen).item() < args.model_prob:
+            k = -1  # logged as k = -1: the transformer's f_hat
+            f_hat = model_f_hat(var, vae, batch["lr_u8"])
+        else:
+            f_hat = partial_f_hat(vae, idx, k)
         factor = lin0_factor(step, args.steps, warmup)
         for g in opt.param_groups:
             g["lr"] = args.lr * factor
@@ -163,7 +202,7 @@ def main(argv=None) -> None:
             log.write({"step": step, "lr": args.lr * factor, "loss": loss, "l1": l1, "k": k, "grad_norm": gn,
                        "sec": time.time() - t0})
         if step % args.val_every == 0 or step == args.steps:
-            log.write({"step": step, **validate(vae, val_hr, val_up)})
+            log.write({"step": step, **val()})
         if step % args.ckpt_every == 0 or step == args.steps:
             checkpoint(step)
     log.close()
