@@ -98,7 +98,7 @@ describe.skipIf(!HAVE_MODEL)('Upscaler (tiny model)', () => {
     resizeInto(alpha, 300, 200, 1, want, 1200, 800, 'lanczos3');
     const { data } = await sharp(out).extractChannel(3).raw().toBuffer({ resolveWithObject: true });
     expect(Buffer.compare(data, Buffer.from(want))).toBe(0);
-    // 6 x 4 tiles of 64 with overlap >= 16, 10 scales each, counted per tile; batches of 4.
+    // 6 x 4 tiles of 64 with overlap >= 8, 10 scales each, counted per tile; batches of 4.
     const last = seen[seen.length - 1]!;
     expect(last).toEqual({ tilesDone: 24, tilesTotal: 24, scalesDone: 240, scalesTotal: 240 });
     expect(seen.filter((p) => p.tilesDone > 0 && p.scalesDone === p.tilesDone * 10).map((p) => p.tilesDone)).toEqual([
