@@ -25,7 +25,9 @@
  * with benchmark.js (`defer: true`); the engine's onProgress hook gives each scale's step time,
  * from which the run splits into prepare (LR resize, conditioning net, SCA masks), the K steps
  * and decode (VQVAE decoder, AdaIN). After reading its peak RSS it times sharp's lanczos3 x4
- * resize of the same raw RGB tile. GFLOP use spec 9.1 with the config's sizes (AdaLN is
+ * resize of the same raw RGB tile, then a 512x512 output end to end through the Upscaler (the
+ * overlapping tile grid, PNG decode and blending, tile batch B) on a 128x128 PNG beside sharp's
+ * lanczos3 x4 of the same PNG (`e2e512`). GFLOP use spec 9.1 with the config's sizes (AdaLN is
  * precomputed at load, the head runs one row at si = 0) and exact conv counts for the
  * conditioning net and decoder.
  *
@@ -44,6 +46,7 @@ import sharp from 'sharp';
 import { loadAddon } from '../src/binding/load.js';
 import { convertCheckpoint } from '../src/convert/index.js';
 import { Engine } from '../src/engine.js';
+import { createUpscaler } from '../src/upscaler.js';
 import { convCosts, refinerCost, stepCosts } from '../src/bench/cost.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -263,6 +266,11 @@ interface ChildResult {
   lanczos3: { msPerImage: number; rmePct: number; samples: number; sharpConcurrency: number };
   /** Engine seconds per image / lanczos3 seconds per image. */
   ratio: number;
+  /**
+   * A 512x512 output end to end: the Upscaler (the overlapping tile grid, PNG decode, blending)
+   * on a 128x128 PNG, raw output, next to sharp's lanczos3 x4 of the same PNG.
+   */
+  e2e512: { tiles: number; seconds: Timing; lanczos3Ms: number; ratio: number };
 }
 
 async function child(config: string, B: number, samples: number, maxTime: number): Promise<ChildResult> {
@@ -338,6 +346,21 @@ async function child(config: string, B: number, samples: number, maxTime: number
       .toBuffer();
   for (let i = 0; i < 5; i++) await lanczos();
   const lz = await bench('lanczos3', lanczos, 20, 2);
+
+  // A 512x512 output end to end through the Upscaler, tile batch B, and lanczos3 of the same PNG.
+  const side = 512 / (engine.hrSize / lr);
+  const png = await sharp(Buffer.from(makeTile(side, 0)), { raw: { width: side, height: side, channels: 3 } })
+    .png()
+    .toBuffer();
+  const up = await createUpscaler({ model: spec.path, device: 'cpu', tileBatch: B, cfg: CFG });
+  const e2eTiles = up.tileCount(side, side);
+  const e2e = () => up.upscale(png, { raw: true });
+  await e2e();
+  const e2eS = await bench(`${config} 512x512 e2e`, e2e, Math.min(samples, 3), maxTime);
+  await up.dispose();
+  const lanczos512 = () => sharp(png).resize(512, 512, { kernel: 'lanczos3' }).raw().toBuffer();
+  for (let i = 0; i < 5; i++) await lanczos512();
+  const lz512 = await bench('lanczos3 512', lanczos512, 20, 2);
 
   // The spec-9 cost model shared with `alignvar bench`; R = 2 rows per image when cfg != 0.
   const sf = stepCosts(cfg, sched, CFG !== 0);
@@ -449,6 +472,17 @@ async function child(config: string, B: number, samples: number, maxTime: number
       sharpConcurrency: sharp.concurrency(),
     },
     ratio: round(perImage / lz.meanS, 1),
+    e2e512: {
+      tiles: e2eTiles,
+      seconds: {
+        meanS: round(e2eS.meanS, 4),
+        minS: round(e2eS.minS, 4),
+        rmePct: round(e2eS.rmePct, 1),
+        samples: e2eS.samples,
+      },
+      lanczos3Ms: round(lz512.meanS * 1e3, 3),
+      ratio: round(e2eS.meanS / lz512.meanS, 1),
+    },
   };
 }
 
@@ -552,6 +586,15 @@ function tables(results: ChildResult[]): string {
     lines.push(
       `| ${r.config} | ${r.lrSize} -> ${r.hrSize} | ${r.B} | ${f(r.batchS.meanS, 3)} (±${f(r.batchS.rmePct)}%) | ${f(r.secondsPerImage, 3)} (${f(r.secondsPerImageBest, 3)}) | ${f(r.secondsPer512, 3)} | ${f(r.imagesPerS, 2)} | ${f(r.prepareMs, 0)} / ${f(r.stepsMs, 0)} / ${anyRef ? opt(r.refinerMs, 0) : ''}${f(r.decodeMs, 0)} | ${f(r.gflops.prepare)} / ${f(r.gflops.steps)} / ${anyRef ? opt(r.gflops.refiner, 1) : ''}${f(r.gflops.decode)} / ${f(r.gflops.total)} | ${f(r.cpuCores, 2)} | ${f(r.peakRssMB, 0)} | ${f(r.lanczos3.msPerImage, 3)} | ${f(r.ratio, 0)}x |`,
     );
+  lines.push('\nA 512x512 output end to end (Upscaler on a 128x128 PNG: tile grid, decode, blending; raw output)\n');
+  lines.push('| config | B | tiles | s (±rme, best) | lanczos3 ms, same PNG | ratio |');
+  lines.push('|---|---:|---:|---:|---:|---:|');
+  for (const r of results) {
+    const e = r.e2e512;
+    lines.push(
+      `| ${r.config} | ${r.B} | ${e.tiles} | ${f(e.seconds.meanS, 3)} (±${f(e.seconds.rmePct)}%, ${f(e.seconds.minS, 3)}) | ${f(e.lanczos3Ms, 2)} | ${f(e.ratio, 0)}x |`,
+    );
+  }
   return lines.join('\n');
 }
 
@@ -580,7 +623,8 @@ async function main(): Promise<void> {
         `${name.padEnd(9)} B${B}: ${f(r.secondsPerImage, 3)} s/image (±${f(r.batchS.rmePct)}%, ${r.batchS.samples} runs), ` +
           `prepare/steps/${r.refinerMs === undefined ? '' : 'refiner/'}decode ${f(r.prepareMs, 0)}/${f(r.stepsMs, 0)}/` +
           `${r.refinerMs === undefined ? '' : `${f(r.refinerMs, 0)}/`}${f(r.decodeMs, 0)} ms, ${f(r.gflops.total)} GFLOP/s, ` +
-          `CPU ${f(r.cpuCores, 2)} cores, peak RSS ${f(r.peakRssMB, 0)} MB, lanczos3 ${f(r.lanczos3.msPerImage, 2)} ms (x${f(r.ratio, 0)}), load ${r.load.start.join(' ')} -> ${r.load.end.join(' ')}`,
+          `CPU ${f(r.cpuCores, 2)} cores, peak RSS ${f(r.peakRssMB, 0)} MB, lanczos3 ${f(r.lanczos3.msPerImage, 2)} ms (x${f(r.ratio, 0)}), ` +
+          `512x512 end to end ${f(r.e2e512.seconds.meanS, 3)} s (${r.e2e512.tiles} tiles; lanczos3 ${f(r.e2e512.lanczos3Ms, 2)} ms), load ${r.load.start.join(' ')} -> ${r.load.end.join(' ')}`,
       );
     }
   }

@@ -335,7 +335,6 @@ export function backendInfo(): BackendInfo[] {
   return loadAddon().backendInfo();
 }
 
-
 /** An AlignVAR x4 upscaler bound to one model on one device. Create with {@link createUpscaler}. */
 export class Upscaler {
   /** Path of the loaded model file. */
