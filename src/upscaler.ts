@@ -28,7 +28,7 @@ import {
   isImageInput,
 } from './image/io.js';
 import { resizeInto } from './image/resample.js';
-import { TileBlender, extractTile, planTiles } from './image/tiling.js';
+import { TileBlender, type TileSpec, extractTile, planTiles } from './image/tiling.js';
 import { type ModelConfig, detectConfig } from './model/config.js';
 import {
   COLOR_FIXES,
@@ -58,6 +58,28 @@ export const DEFAULT_MODEL_PATH = join(packageRoot, DEFAULT_MODEL_RELATIVE_PATH)
  * image and cut the wall time by 27%; the flat-area test reads the same (docs/decisions.md).
  */
 const TILE_OVERLAP = 0.125;
+
+/**
+ * Mirrored context around the image as a fraction of the tile side: 2 LR px for the embedded
+ * model, 8 for d24. Without it the image's corners are the corner pixels of their tiles, where
+ * the embedded model adds a spot of up to 75 levels (test/model/flat.test.ts; docs/decisions.md).
+ */
+const TILE_MARGIN = 1 / 16;
+
+/**
+ * The tile grid every upscale uses for a model with `lrSize`-pixel tiles.
+ *
+ * @param lrSize - The model's LR tile side.
+ * @param scale - The model's enlargement factor.
+ */
+export function tileSpec(lrSize: number, scale: number): TileSpec {
+  return {
+    tile: lrSize,
+    overlap: Math.min(lrSize - 1, Math.round(lrSize * TILE_OVERLAP)),
+    scale,
+    margin: Math.round(lrSize * TILE_MARGIN),
+  };
+}
 
 /** Raw pixels returned by `upscale(input, { raw: true })`. */
 export interface RawImage {
@@ -162,8 +184,7 @@ export async function upscaleRgbBatched(
 ): Promise<Uint8Array> {
   const lr = engine.lrSize;
   const scale = engine.hrSize / lr;
-  const overlap = Math.min(lr - 1, Math.round(lr * TILE_OVERLAP));
-  const plan = planTiles(image.width, image.height, { tile: lr, overlap, scale });
+  const plan = planTiles(image.width, image.height, tileSpec(lr, scale));
   const blender = new TileBlender(plan, 3);
   const total = plan.tiles.length;
   const K = engine.scales;
@@ -224,8 +245,7 @@ export async function upscaleRgb(
 ): Promise<Uint8Array> {
   const lr = engine.lrSize;
   const scale = engine.hrSize / lr;
-  const overlap = Math.min(lr - 1, Math.round(lr * TILE_OVERLAP));
-  const plan = planTiles(image.width, image.height, { tile: lr, overlap, scale });
+  const plan = planTiles(image.width, image.height, tileSpec(lr, scale));
   const blender = new TileBlender(plan, 3);
   const total = plan.tiles.length;
   const batches = Math.ceil(total / settings.tileBatch);
@@ -436,8 +456,7 @@ export class Upscaler {
    */
   tileCount(width: number, height: number): number {
     const lr = this.modelConfig.lrSize;
-    const overlap = Math.min(lr - 1, Math.round(lr * TILE_OVERLAP));
-    return planTiles(Math.max(1, width), Math.max(1, height), { tile: lr, overlap, scale: this.scale }).tiles.length;
+    return planTiles(Math.max(1, width), Math.max(1, height), tileSpec(lr, this.scale)).tiles.length;
   }
 
   async #upscale(input: ImageInput, options: UpscaleOptions | undefined): Promise<Buffer | RawImage> {

@@ -16,7 +16,7 @@
 import { Engine } from '../engine.js';
 import { planTiles } from '../image/tiling.js';
 import type { ColorFix, Device } from '../options.js';
-import { backendInfo, inspectModel, upscaleRgb } from '../upscaler.js';
+import { backendInfo, inspectModel, tileSpec, upscaleRgb } from '../upscaler.js';
 import type { RefinerDims } from '../model/refiner.js';
 import { convCosts, refinerCost, stepCosts } from './cost.js';
 
@@ -216,8 +216,7 @@ export async function benchEngine(options: EngineBenchOptions = {}): Promise<Eng
       run: (t: Uint8Array, n: number, o: Parameters<Engine['run']>[2]) => engine.run(t, n, o),
     };
     const picture = { rgb: benchImage(SIDE_512, 0), width: SIDE_512, height: SIDE_512 };
-    const overlap = Math.min(lr - 1, Math.round(lr * 0.25));
-    const tilesPer512 = planTiles(SIDE_512, SIDE_512, { tile: lr, overlap, scale: engine.hrSize / lr }).tiles.length;
+    const tilesPer512 = planTiles(SIDE_512, SIDE_512, tileSpec(lr, engine.hrSize / lr)).tiles.length;
     const results: BatchBench[] = [];
     for (const B of tileBatches) {
       const tiles = new Uint8Array(B * lr * lr * 3);

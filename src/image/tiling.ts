@@ -4,9 +4,11 @@
  * The model upscales square LR tiles of `tile` pixels by `scale`. An image of any size is
  * covered by a grid of such tiles that overlap by at least `overlap` LR pixels:
  *
- * - Padding: an axis shorter than a tile is padded to one tile by mirroring (reflect-101,
- *   repeated as often as needed; edge replication for a 1-pixel axis), centred, and the output
- *   is cropped back.
+ * - Padding: each axis gets `margin` mirrored pixels on both sides (reflect-101, repeated as
+ *   often as needed; edge replication for a 1-pixel axis), and one shorter than a tile after
+ *   that is padded to one tile the same way, centred; the output is cropped back. The margin
+ *   moves the image border away from the tiles' outermost pixels, where a model sees the least
+ *   context.
  * - Grid (per axis): `n = ceil((size - overlap) / (tile - overlap))` tiles with starts spread
  *   evenly, `s_k = round(k (size - tile) / (n - 1))`. The first tile starts at 0, the last ends
  *   at `size`, and neighbours overlap by at least `overlap`.
@@ -32,6 +34,8 @@ export interface TileSpec {
   scale: number;
   /** Ramp length as a fraction of the overlap, in [0, 1]; 0 gives hard cuts. Default 0.75. */
   feather?: number;
+  /** Mirrored pixels added on each side of each axis, an integer >= 0. Default 0. */
+  margin?: number;
 }
 
 /** One axis of a tile grid. */
@@ -40,7 +44,7 @@ export interface AxisPlan {
   size: number;
   /** Padding before the image (mirrored), in input pixels. */
   padBefore: number;
-  /** Length after padding: `max(size, tile)`. */
+  /** Length after padding: `max(size + 2 margin, tile)`. */
   padded: number;
   /** Start of each tile in padded input pixels, increasing. */
   starts: number[];
@@ -161,7 +165,7 @@ export function axisWeights(
 }
 
 function planAxis(size: number, spec: Required<TileSpec>): AxisPlan {
-  const padded = Math.max(size, spec.tile);
+  const padded = Math.max(size + 2 * spec.margin, spec.tile);
   const padBefore = Math.floor((padded - size) / 2);
   const starts = axisStarts(padded, spec.tile, spec.overlap);
   const { weights, ramp } = axisWeights(starts, spec.tile, spec.scale, spec.feather);
@@ -177,7 +181,7 @@ function planAxis(size: number, spec: Required<TileSpec>): AxisPlan {
  * @throws {RangeError} On invalid sizes.
  */
 export function planTiles(width: number, height: number, spec: TileSpec): TilePlan {
-  const full: Required<TileSpec> = { feather: DEFAULT_FEATHER, ...spec };
+  const full: Required<TileSpec> = { feather: DEFAULT_FEATHER, margin: 0, ...spec };
   for (const [name, v] of [
     ['width', width],
     ['height', height],
@@ -186,6 +190,8 @@ export function planTiles(width: number, height: number, spec: TileSpec): TilePl
     if (!Number.isInteger(v) || v < 1) throw new RangeError(`${name} ${v} must be a positive integer`);
   }
   if (!(full.feather >= 0 && full.feather <= 1)) throw new RangeError(`feather ${full.feather} must be in [0, 1]`);
+  if (!Number.isInteger(full.margin) || full.margin < 0)
+    throw new RangeError(`margin ${full.margin} must be a non-negative integer`);
   const x = planAxis(width, full);
   const y = planAxis(height, full);
   const tiles: TileRect[] = [];

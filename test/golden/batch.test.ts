@@ -72,10 +72,12 @@ describe.skipIf(!HAVE_MODEL)('dynamic batching (tiny model)', () => {
       const concurrent = await Promise.all(inputs.map((b, i) => greedy.upscale(b, { seed: CASES[i]![2] })));
       const after = greedy.stats();
       concurrent.forEach((c, i) => expect(c.equals(serial[i]!), `call ${i}`).toBe(true));
-      const tiles = 1 + 2 + 6 + 2 + 2;
+      // 100x64 takes 2 x 2 tiles of 64: the tiler's mirrored margin (4 px a side) makes its
+      // 64-px axis 72 px long.
+      const tiles = 1 + 2 + 6 + 4 + 2;
       expect(mid.tilesRun - before.tilesRun).toBe(tiles);
       expect(after.tilesRun - mid.tilesRun).toBe(tiles);
-      // Serial: one batch per call (each has <= 8 tiles). Concurrent: 13 tiles in 2 batches.
+      // Serial: one batch per call (each has <= 8 tiles). Concurrent: 15 tiles in 2 batches.
       expect(mid.batchesRun - before.batchesRun).toBe(5);
       expect(after.batchesRun - mid.batchesRun).toBe(2);
       expect(after).toMatchObject({ queuedRequests: 0, runningRequests: 0, queuedTiles: 0 });

@@ -191,6 +191,29 @@ describe('planTiles', () => {
     expect(p.tiles.map((t) => t.index)).toEqual(p.tiles.map((_, i) => i));
   });
 
+  it('adds a mirrored margin on every side: the image border is never a tile edge', () => {
+    for (const [w, h] of sizes) {
+      const plan = planTiles(w, h, { tile: 16, overlap: 2, scale: 4, margin: 1 });
+      for (const a of [plan.x, plan.y]) {
+        expect(a.padded).toBe(Math.max(a.size + 2, 16));
+        expect(a.padBefore).toBeGreaterThanOrEqual(1);
+        expect(a.padded - a.padBefore - a.size).toBeGreaterThanOrEqual(1);
+      }
+      const sums = weightSums(plan);
+      let worst = 0;
+      for (const v of sums) worst = Math.max(worst, Math.abs(v - 1));
+      expect(worst, `${w}x${h}`).toBeLessThan(1e-6);
+    }
+    // Its context is the image mirrored (reflect-101) around the border pixel.
+    const img = Uint8Array.from({ length: 20 * 20 * 3 }, (_, i) => (i * 7) % 251);
+    const plan = planTiles(20, 20, { tile: 16, overlap: 4, scale: 1, margin: 2 });
+    const t = extractTile(img, plan, plan.tiles[0]!, 3);
+    expect(plan.x.padBefore).toBe(2);
+    expect([...t.subarray(0, 3)]).toEqual([...img.subarray((2 * 20 + 2) * 3, (2 * 20 + 2) * 3 + 3)]);
+    expect(() => planTiles(8, 8, { tile: 4, overlap: 1, scale: 2, margin: -1 })).toThrow(/margin -1/);
+    expect(() => planTiles(8, 8, { tile: 4, overlap: 1, scale: 2, margin: 0.5 })).toThrow(/margin 0.5/);
+  });
+
   it('lists tiles row-major', () => {
     const p = planTiles(100, 50, { tile: 32, overlap: 8, scale: 2 });
     const nx = p.x.starts.length;
