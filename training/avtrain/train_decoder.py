@@ -73,25 +73,24 @@ def partial_f_hat(vae: VQVAE, idx, k: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def model_f_hat(var, vae: VQVAE, lr_u8) -> torch.Tensor:
-    """The transformer's free-running f_hat for LR tiles [B, h, w, 3] uint8 (cfg 0, greedy)."""
-    lr_m11, _, lr01 = preprocess_lr(lr_u8.numpy(), vae.cfg.hr_size)
-    dev = vae.quantize.embedding.weight.device
-    return var.generate(vae, lr_m11.to(dev), lr01.to(dev), cfg_scale=0.0, top_k=1)[0]
+def model_f_hat(var, vae: VQVAE, lr_m11: torch.Tensor, lr01: torch.Tensor) -> torch.Tensor:
+    """The transformer's free-running f_hat (cfg 0, greedy) for preprocess_lr's lr_m11 / lr01."""
+    return var.generate(vae, lr_m11, lr01, cfg_scale=0.0, top_k=1)[0]
 
 
 @torch.no_grad()
-def validate(vae: VQVAE, hr_all: torch.Tensor, up_all: torch.Tensor, var=None, lr_all=None) -> dict:
+def validate(vae: VQVAE, hr_all: torch.Tensor, up_all: torch.Tensor, model_f=None) -> dict:
+    """model_f: the frozen transformer's f_hat of every validation tile (the "model" row), or None."""
     vae.eval()
     out = {}
     K = len(vae.cfg.patch_nums)
-    rows = (("all", K), ("none", 0)) + ((("model", -1),) if var is not None else ())
+    rows = (("all", K), ("none", 0)) + ((("model", -1),) if model_f is not None else ())
     for name, k in rows:
         ps, ss, sh = [], [], []
         for i in range(0, hr_all.shape[0], 4):
             hr, up01 = hr_all[i:i + 4], up_all[i:i + 4]
             if k < 0:
-                f_hat = model_f_hat(var, vae, lr_all[i:i + 4])
+                f_hat = model_f[i:i + 4]
             else:
                 idx, _ = vae.f_to_idx(vae.img_to_f(vae.encoder_input(hr, up01)).float())
                 f_hat = partial_f_hat(vae, idx, k)
@@ -144,9 +143,9 @@ def main(argv=None) -> None:
                          degrade=args.degrade)
     items = [val_ds[i] for i in range(min(args.val_images, len(val_ds)))]
     val_hr = torch.stack([it["hr"] for it in items]).to(device)
-    val_lr = torch.stack([it["lr_u8"] for it in items])
-    val_up = preprocess_lr(val_lr.numpy(), cfg.hr_size)[1].to(device)
-    var = None
+    val_m11, val_up, val_01 = (t.to(device) for t in preprocess_lr(
+        torch.stack([it["lr_u8"] for it in items]).numpy(), cfg.hr_size))
+    var = val_model_f = None
     if args.var:
         from .export import load_model
 
@@ -155,9 +154,13 @@ def main(argv=None) -> None:
                 cfg.replace(token_mode="sample")):
             raise SystemExit(f"{args.var}: its config does not match --init's tokenizer")
         var.requires_grad_(False)
+        # The transformer and the quantizer are frozen: its validation f_hat never changes.
+        with torch.no_grad():
+            val_model_f = torch.cat([model_f_hat(var, vae, val_m11[i:i + 4], val_01[i:i + 4])
+                                     for i in range(0, val_m11.shape[0], 4)])
 
     def val():
-        return validate(vae, val_hr, val_up, var, val_lr)
+        return validate(vae, val_hr, val_up, val_model_f)
     train_ds.preload()
     log = JsonlLog(os.path.join(args.out, "log.jsonl"), resume_step=start if resume else None)
     if not resume:
@@ -176,16 +179,16 @@ def main(argv=None) -> None:
     step = start
     for batch in StepBatches(train_ds, args.batch, start, args.steps, workers=args.workers):
         hr = batch["hr"].to(device)
-        up01 = preprocess_lr(batch["lr_u8"].numpy(), cfg.hr_size)[1].to(device)
-        with torch.no_grad():
-            idx, _ = vae.f_to_idx(vae.img_to_f(vae.encoder_input(hr, up01)).float())
+        lr_m11, up01, lr01 = (t.to(device) for t in preprocess_lr(batch["lr_u8"].numpy(), cfg.hr_size))
         full = torch.rand((), generator=gen).item() < args.full_prob
         k = K if full else int(torch.randint(0, K, (), generator=gen).item())
-        if var is not None and torch.rand((), generator=gen).item() < args.model_prob:
-            k = -1  # logged as k = -1: the transformer's f_hat
-            f_hat = model_f_hat(var, vae, batch["lr_u8"])
-        else:
-            f_hat = partial_f_hat(vae, idx, k)
+        with torch.no_grad():
+            if var is not None and torch.rand((), generator=gen).item() < args.model_prob:
+                k = -1  # logged as k = -1: the transformer's f_hat
+                f_hat = model_f_hat(var, vae, lr_m11, lr01)
+            else:
+                idx, _ = vae.f_to_idx(vae.img_to_f(vae.encoder_input(hr, up01)).float())
+                f_hat = partial_f_hat(vae, idx, k)
         factor = lin0_factor(step, args.steps, warmup)
         for g in opt.param_groups:
             g["lr"] = args.lr * factor
