@@ -38,10 +38,11 @@ if (pyOk) {
   run('pytest', python, ['-m', 'pytest', '-q', '-p', 'no:cacheprovider', `--junitxml=${path.join(results, 'pytest.xml')}`, 'tests'], {
     cwd: path.join(root, 'training'),
   });
-  // The golden fixtures once more with PyTorch held at its portable kernels (no AVX, ~6 s): a
+  // The golden and .pth fixtures once more with PyTorch held at its portable kernels (no AVX, ~7 s): a
   // fixture or tolerance that holds only on the SIMD path of the machine that wrote it fails on
   // every machine, not only on another CPU generation (issue 10). Counted as one check.
-  const portable = ['-m', 'pytest', '-q', '-p', 'no:cacheprovider', 'tests/test_golden.py', '-k', 'matches_regeneration'];
+  const portable = ['-m', 'pytest', '-q', '-p', 'no:cacheprovider', 'tests/test_golden.py', 'tests/test_pth_fixtures.py',
+    '-k', 'matches_regeneration or test_regenerated'];
   const env = { ...process.env, ATEN_CPU_CAPABILITY: 'default' };
   if (!run('pytest (ATEN_CPU_CAPABILITY=default)', python, portable, { cwd: path.join(root, 'training'), env })) {
     console.error('pytest with ATEN_CPU_CAPABILITY=default failed');

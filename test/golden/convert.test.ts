@@ -3,8 +3,11 @@
  * nesting, written by torch.save from training/avtrain/pth_fixtures.py) is converted in Node and
  * run by the engine (CPU, f32); the outputs match golden-pth.safetensors, which the reference
  * model computed on the same weights as torch.load reads them back. Tolerances are those of
- * test/golden/engine.test.ts: tokens identical, f_hat max abs error <= 1e-5, decoder output
- * relative L2 error <= 1e-5, uint8 images within 1 LSB.
+ * test/golden/engine.test.ts, scaled to each tensor's magnitude so that they hold whichever SIMD
+ * path PyTorch wrote the fixture with (issue 10): tokens identical, f_hat max abs error <= 1e-5 x
+ * its largest magnitude, decoder output relative L2 error <= 1e-5, uint8 images within 1 LSB.
+ * Regenerated at ATEN_CPU_CAPABILITY default, avx2 and avx512, the fixture's floats move by at
+ * most 3.1e-6 x max|t| (ref.n9.eps; training/tests/test_pth_fixtures.py).
  *
  * With the refiner converted, the engine runs it (spec 6.2): z, the initial noise, every
  * sampler step's guided eps and x, the refined f_hat and the decoder output match the
@@ -23,7 +26,7 @@ import { Engine } from '../../src/engine.js';
 import { createUpscaler, inspectModel } from '../../src/upscaler.js';
 import { runScales } from '../../src/model/generate.js';
 import { SafetensorsFile } from '../../src/weights/safetensors.js';
-import { maxAbs, relErr } from '../helpers/index.js';
+import { maxAbs, maxRel, relErr } from '../helpers/index.js';
 
 const DIR = new URL('../fixtures/pth/', import.meta.url).pathname;
 
@@ -138,7 +141,7 @@ describe('converted VARSR .pth matches the reference (tiny config, CPU, f32)', (
     expect(K).toBe(4);
     for (let si = 0; si < K; si++) {
       expect(Array.from(res.idx[si]!), `idx s${si}`).toEqual(Array.from(golden.get(`s${si}.idx`)!));
-      expect(maxAbs(res.fHat[si]!, golden.get(`s${si}.f_hat`) as Float32Array), `f_hat s${si}`).toBeLessThan(1e-5);
+      expect(maxRel(res.fHat[si]!, golden.get(`s${si}.f_hat`) as Float32Array), `f_hat s${si}`).toBeLessThan(1e-5);
     }
     const eDec = relErr(res.dec, golden.get('dec') as Float32Array);
     console.log(`no refiner: dec rel ${eDec.toExponential(2)}`);
@@ -160,8 +163,9 @@ describe('converted VARSR .pth matches the reference (tiny config, CPU, f32)', (
     const g = (n: string) => golden.get(n) as Float32Array;
     const r = res.ref!;
     expect(relErr(r.z, g('ref.z')), 'z').toBeLessThan(1e-5);
-    // The draw is exact: both sides compute Box-Muller in float64 from the same Philox words.
-    expect(maxAbs(r.noise, g('ref.noise')), 'noise').toBeLessThan(1e-6);
+    // The draw is exact up to the float32 rounding: both sides compute Box-Muller in float64 from
+    // the same Philox words.
+    expect(maxRel(r.noise, g('ref.noise')), 'noise').toBeLessThan(1e-6);
     const errs: string[] = [];
     for (let n = 9; n >= 0; n--) {
       const eEps = relErr(stepRows(r.eps, n), g(`ref.n${n}.eps`));
@@ -172,7 +176,7 @@ describe('converted VARSR .pth matches the reference (tiny config, CPU, f32)', (
       expect(eX, `x n${n}`).toBeLessThan(1e-5);
     }
     console.log(`refiner steps: ${errs.join(', ')}`);
-    expect(maxAbs(r.fHat, g('ref.f_hat')), 'refined f_hat').toBeLessThan(1e-5);
+    expect(maxRel(r.fHat, g('ref.f_hat')), 'refined f_hat').toBeLessThan(1e-5);
     const eDec = relErr(res.dec, g('ref.dec'));
     console.log(`refiner: dec rel ${eDec.toExponential(2)}`);
     expect(eDec).toBeLessThan(1e-5);
@@ -186,7 +190,7 @@ describe('converted VARSR .pth matches the reference (tiny config, CPU, f32)', (
     const res = await run(out, golden.get('input.lr_u8') as Uint8Array, meta, { cfg: 0 });
     const K = res.idx.length;
     expect(Array.from(res.idx[K - 1]!)).toEqual(Array.from(golden.get('nocfg.idx')!));
-    expect(maxAbs(res.ref!.fHat, golden.get('nocfg.f_hat') as Float32Array)).toBeLessThan(1e-5);
+    expect(maxRel(res.ref!.fHat, golden.get('nocfg.f_hat') as Float32Array)).toBeLessThan(1e-5);
     expect(relErr(res.dec, golden.get('nocfg.dec') as Float32Array)).toBeLessThan(1e-5);
   });
 

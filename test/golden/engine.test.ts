@@ -34,7 +34,7 @@ import { Engine } from '../../src/engine.js';
 import { runScales } from '../../src/model/generate.js';
 import { ropeTable } from '../../src/model/schedule.js';
 import { SafetensorsFile, type SafetensorsTensorInput, writeSafetensors } from '../../src/weights/safetensors.js';
-import { addon, maxAbs, relErr, toBf16, toF16 } from '../helpers/index.js';
+import { addon, maxRel, relErr, toBf16, toF16 } from '../helpers/index.js';
 
 const DIR = new URL('../fixtures/golden/', import.meta.url).pathname;
 const MODEL = `${DIR}tiny-model.safetensors`;
@@ -83,13 +83,6 @@ function cfgMix(z: Float32Array, t: number): Float32Array {
   const g = new Float32Array(half);
   for (let i = 0; i < half; i++) g[i] = Math.fround(Math.fround(one * z[i]!) - Math.fround(t32 * z[half + i]!));
   return g;
-}
-
-/** Largest absolute difference as a fraction of the reference's largest magnitude. */
-function maxRel(a: ArrayLike<number>, ref: ArrayLike<number>): number {
-  let peak = 0;
-  for (let i = 0; i < ref.length; i++) peak = Math.max(peak, Math.abs(ref[i]!));
-  return maxAbs(a, ref) / peak;
 }
 
 /** Byte-wise comparison of two images: largest difference and the fraction of bytes that differ. */

@@ -84,6 +84,16 @@ export function maxAbs(a: ArrayLike<number>, ref: ArrayLike<number>): number {
   return m;
 }
 
+/**
+ * Largest absolute difference as a fraction of the reference's largest magnitude: the golden
+ * suites' float measure, which holds across SIMD paths for tensors of any scale (issue 10).
+ */
+export function maxRel(a: ArrayLike<number>, ref: ArrayLike<number>): number {
+  let peak = 0;
+  for (let i = 0; i < ref.length; i++) peak = Math.max(peak, Math.abs(ref[i]!));
+  return maxAbs(a, ref) / Math.max(peak, 1e-300);
+}
+
 /** Rounds an f32 array to bf16 (round to nearest even) and returns the bits and the rounded values. */
 export function toBf16(x: Float32Array): { bits: Uint16Array; values: Float32Array } {
   const u = new Uint32Array(x.buffer, x.byteOffset, x.length);

@@ -35,65 +35,72 @@ CASE_N = dict(cfg_scale=2.0, top_k=1, top_p=0.0, seed=0)
 DEC_STD = 0.6
 
 
-def _normal_(t: torch.Tensor, std: float, g: torch.Generator, mean: float = 0.0) -> None:
-    t.copy_(torch.randn(t.shape, generator=g) * std + mean)
+def _normal_(t: torch.Tensor, std: float, g: torch.Generator, mean: float = 0.0, draw: torch.dtype = torch.float32) -> None:
+    t.copy_(torch.randn(t.shape, generator=g, dtype=draw) * std + mean)
 
 
-def _uniform_(t: torch.Tensor, lo: float, hi: float, g: torch.Generator) -> None:
-    t.copy_(torch.rand(t.shape, generator=g) * (hi - lo) + lo)
+def _uniform_(t: torch.Tensor, lo: float, hi: float, g: torch.Generator, draw: torch.dtype = torch.float32) -> None:
+    t.copy_(torch.rand(t.shape, generator=g, dtype=draw) * (hi - lo) + lo)
 
 
 @torch.no_grad()
-def randomize_transformer(var: AlignVAR, g: torch.Generator) -> None:
-    """Re-draw every parameter so gamma, masks, temperatures and biases are all non-trivial."""
+def randomize_transformer(var: AlignVAR, g: torch.Generator, draw: torch.dtype = torch.float32) -> None:
+    """Re-draw every parameter so gamma, masks, temperatures and biases are all non-trivial.
+
+    draw: the dtype the values are drawn in. PyTorch draws float32 normals with a SIMD kernel
+    chosen by CPU (ATEN_CPU_CAPABILITY default vs avx2 differ by an ulp); float64 draws are the
+    same on every x86 CPU, so fixtures compared byte for byte draw in float64 (pth_fixtures).
+    The golden fixtures keep float32 draws (their test compares with tolerances).
+    """
     C = var.C
     for name, p in var.named_parameters():
         if p.ndim >= 2 and name.endswith(".weight"):
             fan_in = p[0].numel()
-            _normal_(p, 1.0 / math.sqrt(fan_in), g)
+            _normal_(p, 1.0 / math.sqrt(fan_in), g, draw=draw)
         else:
-            _normal_(p, 0.05, g)
-    _normal_(var.class_emb.weight, 1.0, g)
-    _normal_(var.pos_start, 0.5, g)
-    _normal_(var.lvl_embed.weight, 0.5, g)
-    _normal_(var.head.weight, 2.0 / math.sqrt(C), g)
-    _normal_(var.head_nm.ada_lin[1].weight, 0.5 / math.sqrt(C), g)
+            _normal_(p, 0.05, g, draw=draw)
+    _normal_(var.class_emb.weight, 1.0, g, draw=draw)
+    _normal_(var.pos_start, 0.5, g, draw=draw)
+    _normal_(var.lvl_embed.weight, 0.5, g, draw=draw)
+    _normal_(var.head.weight, 2.0 / math.sqrt(C), g, draw=draw)
+    _normal_(var.head_nm.ada_lin[1].weight, 0.5 / math.sqrt(C), g, draw=draw)
     for i, blk in enumerate(var.blocks):
         blk: AdaLNSelfAttn
-        _normal_(blk.ada_lin[1].weight, 0.5 / math.sqrt(C), g)
-        _normal_(blk.ada_lin[1].bias[: 2 * C], 0.1, g, mean=0.3)  # gamma1/gamma2 around 0.3
-        _normal_(blk.attn.q_bias, 0.1, g)
-        _normal_(blk.attn.v_bias, 0.1, g)
-        _uniform_(blk.attn.scale_mul_1H11, math.log(2.0), math.log(12.0), g)
+        _normal_(blk.ada_lin[1].weight, 0.5 / math.sqrt(C), g, draw=draw)
+        _normal_(blk.ada_lin[1].bias[: 2 * C], 0.1, g, mean=0.3, draw=draw)  # gamma1/gamma2 around 0.3
+        _normal_(blk.attn.q_bias, 0.1, g, draw=draw)
+        _normal_(blk.attn.v_bias, 0.1, g, draw=draw)
+        _uniform_(blk.attn.scale_mul_1H11, math.log(2.0), math.log(12.0), g, draw=draw)
         if var.cfg.sca:
-            _uniform_(blk.attn.mask_lambda, -1.0, 1.0, g)
+            _uniform_(blk.attn.mask_lambda, -1.0, 1.0, g, draw=draw)
     var.blocks[0].attn.scale_mul_1H11[0, 0, 0, 0] = 5.0  # above ln 100: exercises the clamp
     if var.cfg.sca:
         s = var.sca
-        _normal_(s.mask[0].weight, 1.0 / math.sqrt(s.mask[0].weight[0].numel()), g)
-        _normal_(s.mask[2].weight, 1.0 / math.sqrt(s.mask[2].weight[0].numel()), g)
-        _normal_(s.mask[4].weight, 0.3, g)
+        _normal_(s.mask[0].weight, 1.0 / math.sqrt(s.mask[0].weight[0].numel()), g, draw=draw)
+        _normal_(s.mask[2].weight, 1.0 / math.sqrt(s.mask[2].weight[0].numel()), g, draw=draw)
+        _normal_(s.mask[4].weight, 0.3, g, draw=draw)
         s.mask[4].weight[0, -1, 0, 0] = 4.0
         s.mask[4].bias.fill_(-1.0)
-        _normal_(s.level_embed.weight, 1.0, g)
-        _uniform_(s.gamma, 0.2, 0.8, g)
+        _normal_(s.level_embed.weight, 1.0, g, draw=draw)
+        _uniform_(s.gamma, 0.2, 0.8, g, draw=draw)
 
 
 @torch.no_grad()
-def randomize_vqvae(vae: VQVAE, g: torch.Generator) -> None:
+def randomize_vqvae(vae: VQVAE, g: torch.Generator, draw: torch.dtype = torch.float32) -> None:
+    """As randomize_transformer, for the VQVAE."""
     for m in vae.modules():
         if isinstance(m, nn.Conv2d):
-            _normal_(m.weight, 1.0 / math.sqrt(m.weight[0].numel()), g)
-            _normal_(m.bias, 0.05, g)
+            _normal_(m.weight, 1.0 / math.sqrt(m.weight[0].numel()), g, draw=draw)
+            _normal_(m.bias, 0.05, g, draw=draw)
         elif isinstance(m, nn.GroupNorm):
-            _normal_(m.weight, 0.1, g, mean=1.0)
-            _normal_(m.bias, 0.1, g)
+            _normal_(m.weight, 0.1, g, mean=1.0, draw=draw)
+            _normal_(m.bias, 0.1, g, draw=draw)
     for m in vae.modules():
         if isinstance(m, AttnBlock):
             m.proj_out.weight.mul_(0.5)
     for phi in vae.quantize.quant_resi.qresi_ls:
         phi.weight.mul_(0.5)
-    _normal_(vae.quantize.embedding.weight, 1.0, g)
+    _normal_(vae.quantize.embedding.weight, 1.0, g, draw=draw)
 
 
 def make_lr(cfg, rng: np.random.Generator) -> np.ndarray:

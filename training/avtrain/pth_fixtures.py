@@ -49,6 +49,11 @@ MARKER = "/tmp/alignvar-pth-fixture-pwned"
 REFINER_WIDTH = 16
 REFINER_BLOCKS = 2
 CASE = dict(cfg_scale=2.0, top_k=1, top_p=0.0, seed=0)
+# Every random weight is drawn in float64 and rounded to float32: PyTorch draws float32 normals
+# with a kernel chosen by CPU capability (ATEN_CPU_CAPABILITY default and avx2 differ by an ulp),
+# float64 draws are the same on every x86 CPU, so the .pth fixtures regenerate byte for byte
+# everywhere (test_pth_fixtures; issue 10).
+DRAW = torch.float64
 
 
 def pth_tiny() -> ModelConfig:
@@ -77,12 +82,12 @@ def refiner_state(cfg: ModelConfig, g: torch.Generator, width: int, blocks: int)
     dl = DiffLoss(cfg.cvae, cfg.width, width, blocks)
     with torch.no_grad():
         for p in dl.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * (1.0 / math.sqrt(p.shape[-1]) if p.ndim >= 2 else 0.05))
+            p.copy_(torch.randn(p.shape, generator=g, dtype=DRAW) * (1.0 / math.sqrt(p.shape[-1]) if p.ndim >= 2 else 0.05))
         # Smaller eps keeps x0 = sqrt(1/abar) x - sqrt(1/abar - 1) eps mostly inside the clamp.
         dl.net.final_layer.linear.weight.mul_(0.1)
     out = OrderedDict()
-    out["decoder_norm.weight"] = 1.0 + 0.1 * torch.randn(cfg.width, generator=g)
-    out["decoder_norm.bias"] = 0.1 * torch.randn(cfg.width, generator=g)
+    out["decoder_norm.weight"] = (1.0 + 0.1 * torch.randn(cfg.width, generator=g, dtype=DRAW)).float()
+    out["decoder_norm.bias"] = (0.1 * torch.randn(cfg.width, generator=g, dtype=DRAW)).float()
     for k, v in dl.state_dict().items():
         out[f"diffloss.{k}"] = v
     return out
@@ -94,8 +99,8 @@ def build_tiny():
     g = torch.Generator().manual_seed(SEED)
     var = AlignVAR(cfg).eval()
     vae = VQVAE(cfg, with_encoder=True).eval()
-    randomize_transformer(var, g)
-    randomize_vqvae(vae, g)
+    randomize_transformer(var, g, draw=DRAW)
+    randomize_vqvae(vae, g, draw=DRAW)
     return cfg, var, vae, g
 
 
@@ -148,7 +153,7 @@ def write_views(path: str) -> None:
     g = torch.Generator().manual_seed(SEED + 7)
     base = (torch.arange(48, dtype=torch.float32) - 20.0) / 4.0  # exact in f16 and bf16
     m = base.view(6, 8)
-    src = torch.randn(64, generator=g) * 3.0
+    src = (torch.randn(64, generator=g, dtype=DRAW) * 3.0).float()
     src[:4] = torch.tensor([1e-8, -7e-6, 65504.0, 1.0 + 2 ** -9])  # f16 subnormal, overflow edge, bf16 tie
     d = OrderedDict()
     d["contig"] = m
