@@ -5,16 +5,23 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { type Upscaler, createUpscaler } from '../../src/index.js';
-import { type UpscaleJob, type UpscaleQueue, enqueueUpscale, openQueue, waitForJobs } from '../../src/queue/index.js';
+import {
+  QUEUE_TEMP_SUFFIX,
+  type UpscaleJob,
+  type UpscaleQueue,
+  enqueueUpscale,
+  openQueue,
+  waitForJobs,
+} from '../../src/queue/index.js';
 import { REDIS_REQUIRED, RedisServer, acquireRedis, haveRedisServer } from './redis.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -149,6 +156,15 @@ async function expectAllOutputs(out: string, logs: string[]): Promise<void> {
   }
   const writes = writesPerOutput(...logs);
   for (const [i] of inputs.entries()) expect(writes.get(join(out, `img${i}.png`)), `writes of img${i}.png`).toBe(1);
+}
+
+/** Every file under `root` (dot files included), as paths relative to it, sorted. */
+async function filesUnder(root: string): Promise<string[]> {
+  const entries = await readdir(root, { recursive: true, withFileTypes: true });
+  return entries
+    .filter((e) => e.isFile())
+    .map((e) => relative(root, join(e.parentPath, e.name)))
+    .sort();
 }
 
 beforeAll(async () => {
@@ -345,6 +361,91 @@ describe.skipIf(url === undefined)('queue (real Redis)', () => {
       a.proc.kill('SIGKILL');
       b?.proc.kill('SIGTERM');
       if (b) expect(await b.exit).toBe(0);
+      await q.close();
+    }
+  });
+
+  it('a transient write error is retried after the backoff: done on attempt 2, one output, no temp file', async () => {
+    const { queue, out, q } = await fresh();
+    // A regular file where the output's folder goes: mkdir fails (EEXIST) until it is a folder.
+    const sub = join(out, 'sub');
+    await writeFile(sub, 'not a folder');
+    const output = join(sub, 'img0.png');
+    const w = startWorker(url!, queue);
+    try {
+      const job = await enqueueUpscale(
+        q,
+        { input: inputs[0]!, output, options: { seed: seedOf(0) } },
+        { backoffMs: 1000 },
+      );
+      await w.waitFor(new RegExp(`job ${job.id} failed \\(attempt 1\\): EEXIST`));
+      // The mount "comes back" while the job waits out its backoff.
+      await rm(sub);
+      await mkdir(sub);
+      const [o] = await waitForJobs(q, [job]);
+      expect(o!.error, w.log()).toBeUndefined();
+      expect(o!.result).toMatchObject({ output, device: 'cpu', skipped: false });
+      const done = (await q.queue.getJob(job.id!))!;
+      expect(await done.getState()).toBe('completed');
+      expect(done.attemptsMade).toBe(2);
+      // The first attempt failed for the real reason, and only it did.
+      expect(done.stacktrace).toHaveLength(1);
+      expect(done.stacktrace![0]).toMatch(/^Error: EEXIST: .*mkdir/);
+      expect(w.log().match(new RegExp(`job ${job.id} failed`, 'g'))).toHaveLength(1);
+      const files = await filesUnder(out);
+      expect(files.filter((f) => f.endsWith(QUEUE_TEMP_SUFFIX))).toEqual([]);
+      expect(files).toEqual([join('sub', 'img0.png')]);
+      expect((await readFile(output)).equals(reference[0]!), 'img0.png differs from the API output').toBe(true);
+      expect(writesPerOutput(w.log()).get(output)).toBe(1);
+    } finally {
+      w.proc.kill('SIGTERM');
+      expect(await w.exit).toBe(0);
+      await q.close();
+    }
+  });
+
+  it('an incomplete file at the output (truncated, wrong size, wrong format) is replaced, not marked done', async () => {
+    const { queue, out, q } = await fresh();
+    const ref = reference[0]!;
+    const incomplete = [
+      // Cut off mid-data: the header (and so the size) is intact.
+      ref.subarray(0, Math.floor(ref.length / 2)),
+      // A whole PNG, but the input's size instead of 4x.
+      await sharp(inputs[1]!).png().toBuffer(),
+      // The right size, but JPEG bytes under a .png name.
+      await sharp(reference[2]!).jpeg().toBuffer(),
+    ];
+    const outputs = incomplete.map((_, i) => join(out, `img${i}.png`));
+    const inodes: number[] = [];
+    for (const [i, data] of incomplete.entries()) {
+      await writeFile(outputs[i]!, data);
+      inodes.push((await stat(outputs[i]!)).ino);
+    }
+    // What a worker killed between write and rename leaves: removed by the job.
+    await writeFile(join(out, `.img0.png.999999.0badc0de${QUEUE_TEMP_SUFFIX}`), ref.subarray(0, 100));
+    const w = startWorker(url!, queue);
+    try {
+      const jobs: UpscaleJob[] = [];
+      for (const [i, output] of outputs.entries()) {
+        jobs.push(await enqueueUpscale(q, { input: inputs[i]!, output, options: { seed: seedOf(i) } }));
+      }
+      const outcomes = await waitForJobs(q, jobs);
+      expect(outcomes.map((o) => o.error)).toEqual(jobs.map(() => undefined));
+      for (const [i, o] of outcomes.entries()) {
+        expect(o.result).toMatchObject({ output: outputs[i], skipped: false });
+        expect((await readFile(outputs[i]!)).equals(reference[i]!), `img${i}.png differs from the API output`).toBe(
+          true,
+        );
+        // Renamed onto the path (a new file), not rewritten in place.
+        expect((await stat(outputs[i]!)).ino).not.toBe(inodes[i]);
+      }
+      expect(w.log()).not.toContain('skipped');
+      const writes = writesPerOutput(w.log());
+      for (const output of outputs) expect(writes.get(output)).toBe(1);
+      expect(await filesUnder(out)).toEqual(['img0.png', 'img1.png', 'img2.png']);
+    } finally {
+      w.proc.kill('SIGTERM');
+      expect(await w.exit).toBe(0);
       await q.close();
     }
   });
