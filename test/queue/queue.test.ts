@@ -13,12 +13,13 @@ import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { type Upscaler, createUpscaler } from '../../src/index.js';
+import { type Upscaler, backendInfo, createUpscaler } from '../../src/index.js';
 import {
   QUEUE_TEMP_SUFFIX,
   type UpscaleJob,
   type UpscaleQueue,
   enqueueUpscale,
+  jobIdFor,
   openQueue,
   waitForJobs,
 } from '../../src/queue/index.js';
@@ -44,6 +45,7 @@ interface WorkerProc {
   waitFor: (re: RegExp) => Promise<void>;
 }
 
+/** Starts `alignvar worker` on the tiny model; on the CPU unless `args` name a `--device`. */
 function startWorker(redisUrl: string, queue: string, ...args: string[]): WorkerProc {
   const proc = spawn(
     process.execPath,
@@ -58,8 +60,7 @@ function startWorker(redisUrl: string, queue: string, ...args: string[]): Worker
       queue,
       '--model',
       MODEL,
-      '--device',
-      'cpu',
+      ...(args.includes('--device') ? [] : ['--device', 'cpu']),
       ...args,
     ],
     { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NO_COLOR: '1' } },
@@ -89,6 +90,23 @@ function startWorker(redisUrl: string, queue: string, ...args: string[]): Worker
       }),
   };
 }
+
+/** Runs `alignvar enqueue <args>` to its end: exit status, stdout and stderr. */
+function runEnqueue(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolveRun) => {
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', CLI, 'enqueue', ...args],
+      { cwd: ROOT, timeout: 100_000, env: { ...process.env, NO_COLOR: '1' } },
+      (err, stdout, stderr) => {
+        resolveRun({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+      },
+    );
+  });
+}
+
+/** `text` as a regular expression that matches it literally. */
+const escapeRe = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 /** Lines "job <id> wrote <output>" in worker logs, counted per output. */
 function writesPerOutput(...logs: string[]): Map<string, number> {
@@ -203,6 +221,9 @@ describe.skipIf(url === undefined)('queue (real Redis)', () => {
         expect(o.result).toMatchObject({ output: join(out, `img${i}.png`), device: 'cpu', skipped: false });
         const meta = await sharp(reference[i]!).metadata();
         expect([o.result!.width, o.result!.height]).toEqual([meta.width, meta.height]);
+        const inMeta = await sharp(inputs[i]!).metadata();
+        expect([o.result!.width, o.result!.height]).toEqual([4 * inMeta.width, 4 * inMeta.height]);
+        expect(Number.isFinite(o.result!.ms) && o.result!.ms > 0, `ms ${o.result!.ms}`).toBe(true);
       }
       await expectAllOutputs(out, [a.log(), b.log()]);
       // A completed output enqueued again is marked done without work.
@@ -272,27 +293,7 @@ describe.skipIf(url === undefined)('queue (real Redis)', () => {
     await writeFile(join(bad, 'notes.txt'), 'not an image');
     const w = startWorker(url!, queue);
     try {
-      const args = [
-        '--import',
-        'tsx',
-        CLI,
-        'enqueue',
-        bad,
-        '-o',
-        out,
-        '--redis',
-        url!,
-        '--queue',
-        queue,
-        '--wait',
-        '--format',
-        'png',
-      ];
-      const r = await new Promise<{ code: number; stderr: string }>((resolveRun) => {
-        execFile(process.execPath, args, { cwd: ROOT, timeout: 100_000 }, (err, _stdout, stderr) => {
-          resolveRun({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stderr });
-        });
-      });
+      const r = await runEnqueue([bad, '-o', out, '--redis', url!, '--queue', queue, '--wait', '--format', 'png']);
       expect(r.code, r.stderr).toBe(1);
       expect(r.stderr).toContain('alignvar: 4 jobs: 3 done, 1 failed');
       expect(r.stderr).toContain('1 file in the folders are not images (ignored)');
@@ -443,6 +444,93 @@ describe.skipIf(url === undefined)('queue (real Redis)', () => {
       const writes = writesPerOutput(w.log());
       for (const output of outputs) expect(writes.get(output)).toBe(1);
       expect(await filesUnder(out)).toEqual(['img0.png', 'img1.png', 'img2.png']);
+    } finally {
+      w.proc.kill('SIGTERM');
+      expect(await w.exit).toBe(0);
+      await q.close();
+    }
+  });
+
+  it('--device auto: the start line names the device and why CUDA was not used; jobs report that device', async () => {
+    const { queue, out, q } = await fresh();
+    // What the worker decides from: the same addon, read here (CUDA when it is available).
+    const cuda = backendInfo().find((b) => b.name === 'cuda');
+    const device = cuda?.available ? 'cuda:0' : 'cpu';
+    const w = startWorker(url!, queue, '--device', 'auto');
+    try {
+      await w.waitFor(/ concurrency 1\n/);
+      const start = w.log().split('\n')[0]!;
+      if (device === 'cpu') {
+        expect(start).toBe(
+          `alignvar worker: model ${MODEL} on cpu (device auto: CUDA not used: ${cuda?.reason || 'CUDA is unavailable'}), ` +
+            `queue ${queue}, concurrency 1`,
+        );
+      } else {
+        expect(start).toBe(`alignvar worker: model ${MODEL} on cuda:0, queue ${queue}, concurrency 1`);
+      }
+      const output = join(out, 'img0.png');
+      const job = await enqueueUpscale(q, { input: inputs[0]!, output, options: { seed: seedOf(0) } });
+      const [o] = await waitForJobs(q, [job]);
+      expect(o!.error, w.log()).toBeUndefined();
+      expect(o!.result).toMatchObject({ output, device, skipped: false });
+      const inMeta = await sharp(inputs[0]!).metadata();
+      expect([o!.result!.width, o!.result!.height]).toEqual([4 * inMeta.width, 4 * inMeta.height]);
+      expect(Number.isFinite(o!.result!.ms) && o!.result!.ms > 0, `ms ${o!.result!.ms}`).toBe(true);
+      // On the CPU the output is the API's, byte for byte.
+      if (device === 'cpu') expect((await readFile(output)).equals(reference[0]!)).toBe(true);
+    } finally {
+      w.proc.kill('SIGTERM');
+      expect(await w.exit).toBe(0);
+      await q.close();
+    }
+  });
+
+  it('enqueue without --wait prints "<job id><tab><output>" per job and exits 0; the jobs stay queued', async () => {
+    const { queue, out, q } = await fresh();
+    // No worker: the command must return without waiting for any job to run.
+    try {
+      const r = await runEnqueue([inputs[4]!, inputs[5]!, '-o', out, '--redis', url!, '--queue', queue]);
+      expect(r.code, r.stderr).toBe(0);
+      const outputs = [join(out, 'img04.png'), join(out, 'img05.png')];
+      expect(r.stdout).toBe(outputs.map((o) => `${jobIdFor(o)}\t${o}\n`).join(''));
+      expect(r.stderr).toContain(`alignvar: queued 2 jobs on ${queue}\n`);
+      expect(r.stderr).not.toContain('waiting for');
+      expect(await q.queue.getWaitingCount()).toBe(2);
+      for (const [i, output] of outputs.entries()) {
+        const job = (await q.queue.getJob(jobIdFor(output)))!;
+        expect(await job.getState()).toBe('waiting');
+        expect(job.data).toEqual({ input: inputs[4 + i], output, options: { format: 'png' } });
+        expect(job.attemptsMade).toBe(0);
+      }
+      expect(await readdir(out)).toEqual([]);
+    } finally {
+      await q.close();
+    }
+  });
+
+  it('enqueue --wait, every job done: one line per job, "2 jobs: 2 done, 0 failed", exit 0', async () => {
+    const { queue, out, q } = await fresh();
+    const w = startWorker(url!, queue);
+    try {
+      const picked = [inputs[6]!, inputs[7]!];
+      const r = await runEnqueue([...picked, '-o', out, '--redis', url!, '--queue', queue, '--wait']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toContain(`alignvar: waiting for 2 jobs on ${queue}\n`);
+      expect(r.stderr).toContain('alignvar: 2 jobs: 2 done, 0 failed\n');
+      expect(r.stderr).not.toContain('alignvar: error');
+      for (const [i, input] of picked.entries()) {
+        const output = join(out, `img0${6 + i}.png`);
+        const meta = await sharp(input).metadata();
+        // Settled in either order: "[k/2] <input> -> <output> (<w>x<h>, <ms> ms on cpu)", 4x the input.
+        const line = `\\[[12]/2\\] ${escapeRe(input)} -> ${escapeRe(output)} \\(${4 * meta.width}x${4 * meta.height}, \\d+ ms on cpu\\)\n`;
+        expect(r.stderr).toMatch(new RegExp(line));
+        // The worker's default seed (0), as the API's default.
+        expect((await readFile(output)).equals(await up.upscale(input, { format: 'png' }))).toBe(true);
+        expect((await q.queue.getJob(jobIdFor(output)))!.returnvalue).toMatchObject({ output, skipped: false });
+      }
+      expect(await q.queue.getCompletedCount()).toBe(2);
+      expect(writesPerOutput(w.log()).size).toBe(2);
     } finally {
       w.proc.kill('SIGTERM');
       expect(await w.exit).toBe(0);
