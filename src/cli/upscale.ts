@@ -15,13 +15,9 @@ import { parseArgs } from 'node:util';
 
 import sharp from 'sharp';
 
+import type { BatcherStats } from '../batch/batcher.js';
 import { sniffFormat } from '../image/sniff.js';
-import {
-  OUTPUT_FORMATS,
-  validateUpscaleOptions,
-  validateUpscalerOptions,
-  type OutputFormat,
-} from '../options.js';
+import { OUTPUT_FORMATS, validateUpscaleOptions, validateUpscalerOptions, type OutputFormat } from '../options.js';
 import { createUpscaler, inspectModel, type Upscaler } from '../upscaler.js';
 import { checkNameTemplate, expandInputs, formatOfPath, outputName, readHead, removeStaleTemps } from './inputs.js';
 import { BatchProgress, type ProgressMode } from './progress.js';
@@ -57,8 +53,8 @@ Upscale options:
                          {format}; e.g. '{name}-x4.{ext}' (default: the input's name)
       --json             one JSON line per file on stdout (input, output, status, ms, error)
   -j, --jobs <n>         files in flight at once, 1-64: the next is decoded while one computes
-                         and tiles of small files share batches (default 4 on CUDA, 1 on CPU,
-                         where it measured no faster; large images run alone)
+                         and tiles of small files share batches (default 4; large images run
+                         alone)
       --model <path>     model .safetensors file (default: the embedded model)
       --device <d>       auto | cpu | cuda (default auto)
       --seed <n>         sampler seed, integer >= 0 (default 0)
@@ -78,8 +74,8 @@ Upscale options:
 
 /** Most input pixels in flight when several files run at once (one larger image runs alone). */
 const PIXELS_IN_FLIGHT = 4 * 1024 * 1024;
-/** Default `--jobs` on CUDA. */
-const CUDA_JOBS = 4;
+/** Default `--jobs` (bench/results/cpu-cli-folder*.json: faster for small files, even for large). */
+const DEFAULT_JOBS = 4;
 /** Most header reads at once while planning. */
 const PLAN_CONCURRENCY = 8;
 
@@ -259,6 +255,7 @@ export async function run(argv: string[]): Promise<number> {
   let failed = 0;
   let done = 0;
   let up: Upscaler | undefined;
+  let batches: BatcherStats | undefined;
   const total = expanded.files.length;
   try {
     if (todo.length > 0) {
@@ -354,14 +351,16 @@ export async function run(argv: string[]): Promise<number> {
     };
 
     try {
-      // On the CPU the engine's threads already use every core, and files in flight only compete
-      // with them (bench/results/cpu-cli-folder.json); on CUDA they overlap and share batches.
-      const jobs = jobsArg ?? (up?.device === 'cuda' ? CUDA_JOBS : 1);
+      // Files in flight overlap decoding, encoding and writing with the engine, and their tiles
+      // share batches: 1.13x for one-tile files on 2 CPU cores, even for larger ones
+      // (bench/results/cpu-cli-folder*.json); the pixel bound keeps large images alone.
+      const jobs = jobsArg ?? DEFAULT_JOBS;
       if (up !== undefined) await schedule(todo, jobs, signal, (j) => runJob(j, up!));
     } finally {
       progress.stop();
     }
   } finally {
+    batches = up?.stats();
     await up?.dispose();
   }
 
@@ -371,7 +370,12 @@ export async function run(argv: string[]): Promise<number> {
   if (failed > 0) parts.push(`${failed} failed`);
   if (expanded.ignored.length > 0) parts.push(`${expanded.ignored.length} ignored (not images)`);
   if (!values.quiet || failed > 0) {
-    log(`alignvar: ${parts.join(', ')} of ${total} input${total === 1 ? '' : 's'} in ${secs} s`);
+    // How the tiles went through the engine: files in flight share batches (--jobs).
+    const engine =
+      batches !== undefined && batches.batchesRun > 0
+        ? ` (${batches.tilesRun} tiles in ${batches.batchesRun} engine batch${batches.batchesRun === 1 ? '' : 'es'})`
+        : '';
+    log(`alignvar: ${parts.join(', ')} of ${total} input${total === 1 ? '' : 's'} in ${secs} s${engine}`);
   }
   return failed > 0 ? 1 : 0;
 }

@@ -142,6 +142,32 @@ describe.skipIf(!HAVE_MODEL)('alignvar upscale <folder>', () => {
     expect(self.stderr).toContain('is an input folder');
   });
 
+  it('files in flight share engine batches (--jobs), with the bytes of file by file', async () => {
+    const src = join(dir, 'shared');
+    const n = 6;
+    for (let i = 0; i < n; i++) await image(join(src, `s${i}.png`), 20, 20, 60 + i); // one tile each
+    const batchesOf = (stderr: string) => {
+      const m = /\((\d+) tiles in (\d+) engine batch(?:es)?\)\n/.exec(stderr);
+      expect(m, stderr).not.toBeNull();
+      return { tiles: Number(m![1]), batches: Number(m![2]) };
+    };
+    const serialOut = join(dir, 'shared-serial');
+    const serial = await cli('upscale', src, '-o', serialOut, ...COMMON, '--jobs', '1', '--tile-batch', '8');
+    expect(serial.code, serial.stderr).toBe(0);
+    // One file at a time: each file's tile is a batch of its own.
+    expect(batchesOf(serial.stderr)).toEqual({ tiles: n, batches: n });
+    const pipeOut = join(dir, 'shared-pipelined');
+    const pipe = await cli('upscale', src, '-o', pipeOut, ...COMMON, '--jobs', String(n), '--tile-batch', '8');
+    expect(pipe.code, pipe.stderr).toBe(0);
+    // All files in flight: while one batch runs, the others' tiles queue and run together.
+    const shared = batchesOf(pipe.stderr);
+    expect(shared.tiles).toBe(n);
+    expect(shared.batches).toBeLessThan(n);
+    for (let i = 0; i < n; i++) {
+      expect(await sha(join(pipeOut, `s${i}.png`)), `s${i}.png`).toBe(await sha(join(serialOut, `s${i}.png`)));
+    }
+  });
+
   it('two inputs that would write one output: the second fails, the first is done', async () => {
     const src = join(dir, 'clash');
     await image(join(src, 'p.png'), 8, 8, 9);
