@@ -9,6 +9,7 @@
 import { spawnSync } from 'node:child_process';
 import {
   copyFileSync,
+  cpSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -343,5 +344,41 @@ describe('the packed package', () => {
       expect(r.out).toContain(`alignvar: using prebuilds/${process.platform}-${process.arch}/alignvar.napi.glibc.node`);
       expect(existsSync(join(app2, 'node_modules', 'alignvar', 'build'))).toBe(false);
     });
+
+    // A platform with no matching prebuild: the install step compiles the shipped sources (a
+    // release build, 1-2 minutes on 2 cores). The copy sits in the app's node_modules so that it
+    // finds cmake-js and node-addon-api there, as an installed package does.
+    it('with no prebuild, the install step builds the CPU addon from the shipped sources: progress, CUDA only with a driver, no intermediates left', () => {
+      const pkg = join(app, 'node_modules', 'alignvar-from-source');
+      cpSync(join(app, 'node_modules', 'alignvar'), pkg, { recursive: true });
+      rmSync(join(pkg, 'prebuilds'), { recursive: true, force: true });
+      const r = run(process.execPath, [join(pkg, 'scripts', 'install.cjs')], { cwd: pkg, env: process.env });
+      console.log(`packaging: build from source in ${r.seconds.toFixed(0)} s`);
+      expect(r.status, r.out).toBe(0);
+      expect(r.out).toContain(
+        'alignvar: building the native addon from source (release build, CUDA only if an NVIDIA driver is found)',
+      );
+      expect(r.out).toMatch(/\[\s*\d+%\] Building CXX object|\[\d+\/\d+\] Building CXX object/); // the compiler's progress
+      expect(r.out).toMatch(/alignvar: native build done in \d+ s/);
+      const driver =
+        existsSync('/usr/lib/x86_64-linux-gnu/libcuda.so.1') ||
+        run('sh', ['-c', 'command -v nvidia-smi'], { cwd: pkg }).status === 0;
+      const nvcc = run('sh', ['-c', 'command -v nvcc'], { cwd: pkg }).status === 0;
+      if (nvcc && !driver) expect(r.out).toContain('nvcc found but no NVIDIA driver: building the CPU backend only');
+      const release = join(pkg, 'build', 'Release');
+      expect(readdirSync(join(pkg, 'build'))).toEqual(['Release']);
+      const kept = readdirSync(release).sort();
+      expect(kept).toEqual(driver && nvcc ? ['alignvar.node', 'libav_cuda.so'] : ['alignvar.node']);
+      // The built addon loads, without the test exports.
+      const keys = run(
+        process.execPath,
+        ['-e', `console.log(Object.keys(require(${JSON.stringify(join(release, 'alignvar.node'))})).join(','))`],
+        {
+          cwd: pkg,
+        },
+      );
+      expect(keys.status, keys.out).toBe(0);
+      expect(keys.out.trim().split(',').sort()).toEqual(['Session', 'backendInfo', 'setCudaLibrary']);
+    }, 900_000);
   });
 });
