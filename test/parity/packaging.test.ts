@@ -325,6 +325,14 @@ describe('the packed package', () => {
       const errors = ok.out.split('\n').filter((l) => / error TS\d+/.test(l) && !l.startsWith('node_modules/ioredis/'));
       expect(errors).toEqual([]);
       if (!haveQueue) expect(ok.status, ok.out).toBe(0);
+      // With skipLibCheck on (TypeScript's own `tsc --init` default), the same consumer, the
+      // queue entry included, type-checks with no error at all.
+      writeFileSync(
+        join(app, 'tsconfig.skip.json'),
+        JSON.stringify({ extends: './tsconfig.json', compilerOptions: { skipLibCheck: true } }),
+      );
+      const skip = run(process.execPath, [tsc, '-p', 'tsconfig.skip.json'], { cwd: app, env: bare });
+      expect(skip.status, skip.out).toBe(0);
       writeFileSync(
         join(app, 'bad.mts'),
         "import { createUpscaler } from 'alignvar';\nawait createUpscaler({ device: 'tpu' });\n",
