@@ -311,7 +311,7 @@ export function unpickle(data: Uint8Array, options: UnpickleOptions): unknown {
           for (let i = 0; i < shape.length; i++) last += (shape[i]! - 1) * stride[i]!;
           if (last >= storage.numel)
             fail(
-              `a tensor view [${shape.join(', ')}] (offset ${offset}, strides [${stride.join(', ')}]) reaching element ${last} of storage ${storage.key}, which holds ${storage.numel}`,
+              `a tensor view [${shape.join(', ')}] (offset ${offset}, strides [${stride.join(', ')}]) reaching element ${last} of storage record data/${storage.key}, which holds ${storage.numel} elements`,
             );
         }
         const t: TensorRef = { kind: 'tensor', storage, offset, shape, stride };
@@ -361,6 +361,7 @@ export function unpickle(data: Uint8Array, options: UnpickleOptions): unknown {
 
   for (;;) {
     at = pos;
+    if (pos >= data.length) fail('the pickle ends before its STOP opcode (truncated)');
     const op = u8();
     switch (op) {
       case 0x80: // PROTO

@@ -13,7 +13,7 @@ import type { Readable } from 'node:stream';
 import yauzl from 'yauzl';
 
 import { AlignvarError } from '../errors.js';
-import { PickleError, TORCH_DTYPE_SIZES, unpickle, type StorageRef, type TensorRef } from './pickle.js';
+import { PickleError, TORCH_DTYPE_SIZES, unpickle, type PyObject, type StorageRef, type TensorRef } from './pickle.js';
 
 /** Largest `data.pkl` accepted (a trainer dict of a 2 GB checkpoint pickles to a few MB). */
 const MAX_PICKLE_BYTES = 256 * 1024 * 1024;
@@ -54,6 +54,39 @@ async function collect(stream: Readable, expected: number, what: string): Promis
     n += chunk.length;
   }
   if (n !== expected) throw new ConvertError(`${what}: ${n} bytes instead of ${expected}`);
+  return out;
+}
+
+/** A Python-like subscript for messages: `['trainer']`, `[0]`. */
+function subscript(k: unknown): string {
+  return typeof k === 'string' ? `['${k.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}']` : `[${String(k)}]`;
+}
+
+/**
+ * Every storage an unpickled tree references, with where its first user sits
+ * (`['trainer']['var_wo_ddp']['head.weight']`). Iterative, and each object is visited once: the
+ * memo can make the tree share nodes or hold cycles, and a hostile pickle can nest deeply.
+ */
+function storagesOf(root: unknown): Map<StorageRef, string> {
+  const out = new Map<StorageRef, string>();
+  const seen = new Set<object>();
+  const todo: [unknown, string][] = [[root, '']];
+  for (let next = todo.pop(); next !== undefined; next = todo.pop()) {
+    const [v, where] = next;
+    if (typeof v !== 'object' || v === null || seen.has(v)) continue;
+    seen.add(v);
+    // Children are pushed last to first so that the first user named is the first in file order.
+    if (v instanceof Map) {
+      const kids = [...v];
+      for (let i = kids.length - 1; i >= 0; i--) todo.push([kids[i]![1], where + subscript(kids[i]![0])]);
+    } else if (Array.isArray(v)) for (let i = v.length - 1; i >= 0; i--) todo.push([v[i], where + subscript(i)]);
+    else {
+      const kind = (v as { kind?: unknown }).kind;
+      const s = kind === 'tensor' ? (v as TensorRef).storage : kind === 'storage' ? (v as StorageRef) : undefined;
+      if (s !== undefined && !out.has(s)) out.set(s, where);
+      else if (kind === 'object') todo.push([(v as PyObject).attrs, where]);
+    }
+  }
   return out;
 }
 
@@ -133,6 +166,30 @@ export class TorchCheckpoint {
         if (err instanceof PickleError) throw new ConvertError(err.message, { cause: err });
         throw err;
       }
+      // Every storage the pickle references is checked here, before any output is written, and
+      // also those of tensors that are never read (optimizer state, dropped buffers): torch.load
+      // would fail on such a file too.
+      for (const [s, where] of storagesOf(root)) {
+        const name = `${prefix}data/${s.key}`;
+        const used = `(used by ${where === '' ? 'the top-level value' : where})`;
+        const e = records.get(name);
+        if (e === undefined) throw new ConvertError(`${path}: storage record ${name} ${used} is missing from the zip`);
+        // Tensor views are read by byte range, which needs the bytes as they are (yauzl cannot
+        // seek inside a deflate stream); torch always writes storage records stored.
+        if (e.compressionMethod !== 0)
+          throw new ConvertError(
+            `${path}: storage record ${name} ${used} is compressed (zip method ${e.compressionMethod}); torch writes storage records uncompressed`,
+          );
+        if (e.compressedSize !== e.uncompressedSize)
+          throw new ConvertError(
+            `${path}: storage record ${name} ${used} takes ${e.compressedSize} bytes in the zip but declares ${e.uncompressedSize}`,
+          );
+        const want = s.numel * TORCH_DTYPE_SIZES[s.dtype];
+        if (e.uncompressedSize < want)
+          throw new ConvertError(
+            `${path}: storage record ${name} ${used} holds ${e.uncompressedSize} bytes but its ${s.numel} x ${s.dtype} elements need ${want}`,
+          );
+      }
       return new TorchCheckpoint(path, zip, records, prefix, root);
     } catch (err) {
       zip.close();
@@ -166,6 +223,19 @@ export class TorchCheckpoint {
    * @param name - Its key, for messages.
    */
   async *chunks(t: TensorRef, name: string): AsyncGenerator<Buffer> {
+    try {
+      yield* this.storageChunks(t, name);
+    } catch (err) {
+      if (err instanceof ConvertError) throw err;
+      // A read error of yauzl (a corrupt local header, a size that does not match): name where.
+      throw new ConvertError(
+        `${this.path}: tensor ${JSON.stringify(name)}: storage record ${this.prefix}data/${t.storage.key}: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+  }
+
+  private async *storageChunks(t: TensorRef, name: string): AsyncGenerator<Buffer> {
     const esz = TORCH_DTYPE_SIZES[t.storage.dtype];
     const n = numel(t.shape);
     if (n === 0) return;

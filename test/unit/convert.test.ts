@@ -3,12 +3,15 @@
  * torch-written fixtures (test/fixtures/pth, made by training/avtrain/pth_fixtures.py), dtype
  * roundings against torch's, key/shape validation, the safetensors-pair path and atomic output.
  */
-import { existsSync } from 'node:fs';
-import { copyFile, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { createWriteStream, existsSync } from 'node:fs';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import yauzl from 'yauzl';
+import yazl from 'yazl';
 
 import { convertBytes } from '../../src/convert/dtype.js';
 import {
@@ -232,6 +235,174 @@ describe('refusing malicious and malformed files', () => {
     ).rejects.toThrow('Expected one of f32, f16, bf16 for dtype but received "f8"');
     await expect(convertCheckpoint({ var: VARSR, out: join(tmp, 'x.safetensors'), patchNums: [2, 3] })).rejects.toThrow(
       'Expected a first scale of 1 for patchNums but received [2,3]',
+    );
+  });
+});
+
+/** One zip record: its name, bytes, and whether to write it deflated. */
+interface ZipRecord {
+  name: string;
+  data: Buffer;
+  compress?: boolean;
+}
+
+/** The records of a zip, in order, with their (inflated) bytes. */
+async function zipRecords(path: string): Promise<ZipRecord[]> {
+  const zip = await yauzl.openPromise(path, { lazyEntries: true, autoClose: false });
+  try {
+    const out: ZipRecord[] = [];
+    for await (const e of zip.eachEntry()) {
+      const parts: Buffer[] = [];
+      for await (const c of (await zip.openReadStreamPromise(e)) as AsyncIterable<Buffer>) parts.push(c);
+      out.push({ name: e.fileName, data: Buffer.concat(parts) });
+    }
+    return out;
+  } finally {
+    zip.close();
+  }
+}
+
+/** Writes records as a zip (stored unless `compress`), as torch's writer would lay them out. */
+async function writeZip(path: string, records: readonly ZipRecord[]): Promise<void> {
+  const z = new yazl.ZipFile();
+  for (const r of records) z.addBuffer(r.data, r.name, { compress: r.compress ?? false });
+  z.end();
+  await pipeline(z.outputStream, createWriteStream(path));
+}
+
+describe('refusing malformed records and pickles (derived from varsr-tiny.pth at test time)', () => {
+  const PKL = 'varsr-tiny/data.pkl';
+  let records: ZipRecord[];
+  let head: TensorRef;
+  let expAvg: TensorRef;
+  let n = 0;
+  beforeAll(async () => {
+    records = await zipRecords(VARSR);
+    const ck = await TorchCheckpoint.open(VARSR);
+    try {
+      const trainer = (ck.root as Map<string, Map<string, unknown>>).get('trainer')!;
+      head = (trainer.get('var_wo_ddp') as Map<string, TensorRef>).get('head.weight')!;
+      const optim = (trainer.get('var_opt') as Map<string, Map<string, unknown>>).get('optim')!;
+      expAvg = ((optim.get('state') as Map<number, Map<string, TensorRef>>).get(28) as Map<string, TensorRef>).get(
+        'exp_avg',
+      )!;
+    } finally {
+      ck.close();
+    }
+  });
+
+  const record = (t: TensorRef) => `varsr-tiny/data/${t.storage.key}`;
+
+  /** Writes the edited records as a .pth, converts it into an empty folder, returns the error. */
+  async function refused(edit: (r: ZipRecord[]) => ZipRecord[]): Promise<{ file: string; message: string }> {
+    const dir = join(tmp, `malformed-${n++}`);
+    await mkdir(join(dir, 'out'), { recursive: true });
+    const file = join(dir, 'bad.pth');
+    await writeZip(file, edit(records.map((r) => ({ ...r }))));
+    const err = await convertCheckpoint({ var: file, out: join(dir, 'out', 'model.safetensors') }).catch(
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(ConvertError);
+    expect((err as ConvertError).code).toBe('ERR_CONVERT');
+    // Neither the output nor a temporary file is left.
+    expect(await readdir(join(dir, 'out'))).toEqual([]);
+    return { file, message: (err as Error).message };
+  }
+
+  /** Replaces the one occurrence of `from` in data.pkl by `to` (byte strings, latin1). */
+  const patchPickle = (from: string, to: string) => (r: ZipRecord[]) => {
+    const pkl = r.find((x) => x.name === PKL)!;
+    const a = Buffer.from(from, 'latin1');
+    const at = pkl.data.indexOf(a);
+    expect(at).toBeGreaterThan(0);
+    expect(pkl.data.lastIndexOf(a)).toBe(at);
+    pkl.data = Buffer.concat([pkl.data.subarray(0, at), Buffer.from(to, 'latin1'), pkl.data.subarray(at + a.length)]);
+    return r;
+  };
+
+  it('converts the re-zipped fixture unchanged (the control for the cases below)', async () => {
+    const file = join(tmp, 'rezipped.pth');
+    await writeZip(file, records);
+    const out = join(tmp, 'rezipped.safetensors');
+    await convertCheckpoint({ var: file, out });
+    const ref = join(tmp, 'rezipped-ref.safetensors');
+    await convertCheckpoint({ var: VARSR, out: ref });
+    expect((await readFile(out)).equals(await readFile(ref))).toBe(true);
+  });
+
+  it('refuses a storage record that the pickle references but the zip lacks, naming it and its tensor', async () => {
+    const { file, message } = await refused((r) => r.filter((x) => x.name !== record(head)));
+    expect(message).toBe(
+      `${file}: storage record ${record(head)} (used by ['trainer']['var_wo_ddp']['head.weight']) is missing from the zip`,
+    );
+  });
+
+  it('refuses a missing storage record even of a tensor that is never converted (optimizer state)', async () => {
+    const { file, message } = await refused((r) => r.filter((x) => x.name !== record(expAvg)));
+    expect(message).toBe(
+      `${file}: storage record ${record(expAvg)} (used by ['trainer']['var_opt']['optim']['state'][28]['exp_avg']) is missing from the zip`,
+    );
+  });
+
+  it('refuses a deflate-compressed storage record (views are read by byte range), naming it', async () => {
+    const { file, message } = await refused((r) => {
+      r.find((x) => x.name === record(head))!.compress = true;
+      return r;
+    });
+    expect(message).toBe(
+      `${file}: storage record ${record(head)} (used by ['trainer']['var_wo_ddp']['head.weight']) is compressed (zip method 8); torch writes storage records uncompressed`,
+    );
+  });
+
+  it('refuses a storage record shorter than its storage (the view spans past its end), naming it', async () => {
+    const want = head.storage.numel * 4;
+    const { file, message } = await refused((r) => {
+      const x = r.find((y) => y.name === record(head))!;
+      expect(x.data.length).toBe(want);
+      x.data = x.data.subarray(0, want - 4);
+      return r;
+    });
+    expect(message).toBe(
+      `${file}: storage record ${record(head)} (used by ['trainer']['var_wo_ddp']['head.weight']) holds ${want - 4} bytes but its 512 x F32 elements need ${want}`,
+    );
+  });
+
+  it('refuses a zip without any data.pkl', async () => {
+    const { file, message } = await refused((r) => r.filter((x) => !x.name.endsWith('/data.pkl')));
+    expect(message).toBe(`${file}: expected one <archive>/data.pkl record in the zip, found 0`);
+  });
+
+  it.each([
+    ['in the middle', 0.5],
+    ['just before STOP', -1],
+  ])('refuses a data.pkl truncated %s, naming the record and the byte', async (where, cut) => {
+    const { file, message } = await refused((r) => {
+      const pkl = r.find((x) => x.name === PKL)!;
+      expect(pkl.data[pkl.data.length - 1]).toBe(0x2e); // STOP
+      pkl.data = pkl.data.subarray(0, cut < 0 ? pkl.data.length + cut : Math.floor(pkl.data.length * cut));
+      return r;
+    });
+    // Cut inside an opcode's argument or between two opcodes; just before STOP is the latter.
+    const what =
+      where === 'in the middle'
+        ? '(in the middle of an opcode|before its STOP opcode \\(truncated\\))'
+        : 'before its STOP opcode \\(truncated\\)';
+    expect(message.startsWith(`${file}: ${PKL}: the pickle ends `)).toBe(true);
+    expect(message).toMatch(new RegExp(`: the pickle ends ${what} \\(pickle byte \\d+\\)$`));
+  });
+
+  // pos_start, the first tensor of the pickle: storage '0' (544 f32), BINPERSID, offset 0,
+  // size (1, 17, 32), stride (544, 32, 1).
+  const POS_START = 'QK\x00K\x01K\x11K \x87q\x19M \x02K K\x01\x87';
+  it.each([
+    ['offset', 'QK\xffK\x01K\x11K \x87q\x19M \x02K K\x01\x87', '[1, 17, 32] (offset 255, strides [544, 32, 1])', 798],
+    ['shape', 'QK\x00K\x01K\x12K \x87q\x19M \x02K K\x01\x87', '[1, 18, 32] (offset 0, strides [544, 32, 1])', 575],
+    ['stride', 'QK\x00K\x01K\x11K \x87q\x19M \x02K!K\x01\x87', '[1, 17, 32] (offset 0, strides [544, 33, 1])', 559],
+  ])('refuses a tensor whose %s points past its storage, naming the storage record', async (_, bad, view, last) => {
+    const { file, message } = await refused(patchPickle(POS_START, bad));
+    expect(message).toMatch(/ \(pickle byte \d+\)$/);
+    expect(message.replace(/ \(pickle byte \d+\)$/, '')).toBe(
+      `${file}: ${PKL}: a tensor view ${view} reaching element ${last} of storage record data/0, which holds 544 elements`,
     );
   });
 });
