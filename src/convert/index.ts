@@ -364,6 +364,12 @@ function plan(
       claimed.add(b.name);
       dropped.push(b.name);
       check(b.name, b.shape);
+      // Dropped, but still checked: lvl_1L holds integer levels, the other buffers floats.
+      const d = all.get(b.name)!;
+      if (FLOAT_DTYPES.has(d.dtype) === b.integer)
+        problems.push(
+          `${d.file}: buffer ${JSON.stringify(b.name)}: dtype ${d.dtype}, expected ${b.integer ? 'an integer' : 'a float'} type`,
+        );
     }
   const keys = [...all.keys()];
   if (keys.some((k) => k.startsWith('encoder.') || k.startsWith('quant_conv.'))) {

@@ -545,6 +545,13 @@ describe('convertCheckpoint', () => {
     await expect(convertCheckpoint({ var: bv, vae: bq, out: join(tmp, 'bad.safetensors') })).rejects.toThrow(
       'tensor "attn_bias_for_masking": expected shape [1, 1, 46, 46] but found [1, 1, 45, 45]',
     );
+    // Dropped buffers are checked for their dtype too (varsr-tiny.pth's int64 lvl_1L converts).
+    const [dv, dq] = await pair('badbufdtype', (t) => {
+      t['lvl_1L'] = { dtype: 'F32', shape: [1, 46], data: new Float32Array(46) };
+    });
+    await expect(convertCheckpoint({ var: dv, vae: dq, out: join(tmp, 'bad.safetensors') })).rejects.toThrow(
+      `${dv}: buffer "lvl_1L": dtype F32, expected an integer type`,
+    );
   });
 
   it('leaves an existing output untouched and no temp file when conversion fails', async () => {
