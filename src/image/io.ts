@@ -163,14 +163,17 @@ export function inputName(input: ImageInput): string {
 }
 
 /** Turns a sharp/libvips error into a readable problem description. */
-function describeDecodeError(err: unknown): string {
+function describeDecodeError(err: unknown, format?: string): string {
   const msg = err instanceof Error ? err.message : String(err);
   if (/Input file is missing/i.test(msg)) return 'file not found';
   if (/unsupported image format/i.test(msg)) return 'unsupported or unrecognised image format';
   if (/exceeds pixel limit/i.test(msg)) return 'image exceeds the pixel limit';
-  // libvips joins the messages of a failed load with line breaks: keep the message one line.
-  const detail = msg.trim().replace(/\s*\n\s*/g, '; ');
-  return `corrupt or truncated image data (${detail.length > 300 ? `${detail.slice(0, 300)}...` : detail})`;
+  // libvips' own text stays on `cause`, out of the message: libvips keeps one error log per
+  // process, so while other images decode at the same time that text can be empty ("Unknown
+  // error") or another image's (lovell/sharp#902, libvips#707), and a server would show one
+  // client another client's failure.
+  const what = format === undefined ? 'image' : format === 'heif' ? 'AVIF/HEIF' : format.toUpperCase();
+  return `corrupt or truncated ${what} data`;
 }
 
 /** The {@link ImageErrorReason} of a sharp/libvips decoding error. */
@@ -296,7 +299,7 @@ export async function decodeImage(input: ImageInput, options: DecodeOptions): Pr
     p = depth === 16 ? p.toColourspace('rgb16').raw({ depth: 'ushort' }) : p.toColourspace('srgb').raw();
     ({ data, info } = await p.toBuffer({ resolveWithObject: true }));
   } catch (err) {
-    throw new ImageError(name, describeDecodeError(err), { cause: err, reason: decodeErrorReason(err) });
+    throw new ImageError(name, describeDecodeError(err, meta.format), { cause: err, reason: decodeErrorReason(err) });
   }
   if (fromInstance) checkSize(info.width, info.height);
   if (info.channels !== 3 && info.channels !== 4) {

@@ -130,7 +130,7 @@ describe.skipIf(!HAVE_MODEL)('alignvar (tiny model)', () => {
     );
     const r = await cli('upscale', good1, bad, good2, '-o', outDir, ...common);
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain(`Cannot upscale ${bad}: corrupt or truncated image data`);
+    expect(r.stderr).toContain(`Cannot upscale ${bad}: corrupt or truncated PNG data\n`);
     expect(r.stderr).toContain('alignvar: 2 done, 1 failed of 3 inputs');
     expect((await readdir(outDir)).sort()).toEqual(['a.png', 'c.webp']);
     expect(await sharp(join(outDir, 'a.png')).metadata()).toMatchObject({ width: 96, height: 64 });

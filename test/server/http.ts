@@ -18,31 +18,48 @@ export interface CallOptions {
   method?: string;
   body?: Buffer | string;
   headers?: Record<string, string>;
+  /** Time in ms for the whole answer to arrive, else the call rejects (and the socket is destroyed); default none. */
+  timeoutMs?: number;
 }
 
 /** Sends one request and buffers the answer. */
 export function call(url: string, options: CallOptions = {}): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { method: options.method ?? 'GET', headers: options.headers, agent: false }, (res) => {
+    const method = options.method ?? 'GET';
+    const req = httpRequest(url, { method, headers: options.headers, agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on('end', () => {
+        clearTimeout(timer);
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) });
+      });
       res.on('error', reject);
     });
-    req.on('error', reject);
+    const timer =
+      options.timeoutMs === undefined
+        ? undefined
+        : setTimeout(
+            () => req.destroy(new Error(`No answer to ${method} ${url} within ${options.timeoutMs} ms`)),
+            options.timeoutMs,
+          );
+    req.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
     req.end(options.body);
   });
 }
 
-/** `POST /v1/upscale` with `body` and the query parameters. */
+/** `POST /v1/upscale` with `body` and the query parameters (see {@link CallOptions} for `timeoutMs`). */
 export function upscale(
   base: string,
   body: Buffer | string,
   query: Record<string, string> = {},
   headers?: Record<string, string>,
+  timeoutMs?: number,
 ): Promise<HttpAnswer> {
   const qs = new URLSearchParams(query).toString();
-  return call(`${base}/v1/upscale${qs ? `?${qs}` : ''}`, { method: 'POST', body, headers });
+  return call(`${base}/v1/upscale${qs ? `?${qs}` : ''}`, { method: 'POST', body, headers, timeoutMs });
 }
 
 /** The JSON body of an error answer. */

@@ -275,7 +275,7 @@ describe('errors', () => {
       const err = await problem(path);
       expect(err.message).toMatch(
         new RegExp(
-          `^Cannot upscale ${path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: corrupt or truncated image data \\(.+\\)$`,
+          `^Cannot upscale ${path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: corrupt or truncated ${ext === 'jpg' ? 'JPEG' : 'PNG'} data$`,
         ),
       );
       expect(Buffer.compare(await readFile(path), cut)).toBe(0);
