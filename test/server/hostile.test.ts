@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { type AlignvarServer, ImageError, type UpscaleOptions, createUpscaler, startServer } from '../../src/index.js';
 import { type HostileCase, makeHostileCorpus } from '../helpers/hostile.js';
-import { type HttpAnswer, call, errorBody, testImage, upscale } from './http.js';
+import { type HttpAnswer, call, errorBody, expectIdle, testImage, upscale } from './http.js';
 
 const MODEL = fileURLToPath(new URL('../fixtures/golden/tiny-model.safetensors', import.meta.url));
 const HAVE_MODEL = existsSync(MODEL);
@@ -232,14 +232,7 @@ describe.skipIf(!HAVE_MODEL)('alignvar serve: hostile images', () => {
       expect(await Promise.all(jobs.map((j) => (j.file === undefined ? '' : sha256(j.file))))).toEqual(fileHashes);
 
       // Healthy afterwards: nothing left queued or running, and one more good request is served.
-      const health = await call(`${busy.url}/healthz`, { timeoutMs: ANSWER_TIMEOUT_MS });
-      expect(health.status).toBe(200);
-      expect(JSON.parse(health.body.toString())).toEqual({
-        status: 'ok',
-        queuedRequests: 0,
-        runningRequests: 0,
-        queuedTiles: 0,
-      });
+      await expectIdle(busy.url, ANSWER_TIMEOUT_MS);
       const k = jobs.indexOf(goods[2]!);
       const again = await upscale(busy.url, jobs[k]!.bytes, jobs[k]!.query, {}, ANSWER_TIMEOUT_MS);
       expect([again.status, again.headers['content-type']], again.body.toString().slice(0, 300)).toEqual([

@@ -5,6 +5,7 @@
 import { type IncomingHttpHeaders, request as httpRequest } from 'node:http';
 
 import sharp from 'sharp';
+import { expect } from 'vitest';
 
 /** A buffered answer. */
 export interface HttpAnswer {
@@ -65,6 +66,18 @@ export function upscale(
 /** The JSON body of an error answer. */
 export function errorBody(a: HttpAnswer): { code: string; message: string } {
   return JSON.parse(a.body.toString('utf8')) as { code: string; message: string };
+}
+
+/** Asserts that the server's `/healthz` answers 200 with nothing queued or running. */
+export async function expectIdle(base: string, timeoutMs?: number): Promise<void> {
+  const health = await call(`${base}/healthz`, { timeoutMs });
+  expect(health.status).toBe(200);
+  expect(JSON.parse(health.body.toString())).toEqual({
+    status: 'ok',
+    queuedRequests: 0,
+    runningRequests: 0,
+    queuedTiles: 0,
+  });
 }
 
 /** A smooth RGB test image of `w` x `h` pixels, encoded as `format`. */
